@@ -1,0 +1,114 @@
+"""The kernel's tile configuration, shared by the tiled pipeline reference and the GPU kernel.
+
+A CTA computes a tile of ``rows_per_cta`` weight rows (output features) x ``tokens_per_cta``
+tokens of ``Y^T = W X^T``. Its ``compute_warpgroups`` warpgroups each own 64 of those rows (the
+wgmma m); ``tokens_per_cta`` is the wgmma n. The k loop runs over stages of ``k_per_stage``
+(a multiple of one 64-k packed block) through a ring of ``stages`` shared-memory buffers, and
+``split_k`` CTAs share one output tile, each summing a contiguous range of k stages into exact
+int32 partials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .constants import BLOCK_BYTES, BLOCK_K, BLOCK_ROWS, META_BYTES_PER_BLOCK
+
+# wgmma.mma_async m64nNk32 with .s8 operands accepts these n (PTX ISA, "Matrix shape" table of
+# the wgmma section, for the .s8/.u8 types).
+WGMMA_S8_N = (8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256)
+SHARED_MEMORY_LIMIT = 227 * 1024  # bytes of dynamic shared memory a Hopper CTA can opt into
+DEFAULT_NUM_SMS = 132  # H100 SXM and H200
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One tile configuration of the W4A8 kernel (see the module docstring)."""
+
+    compute_warpgroups: int = 2
+    tokens_per_cta: int = 64
+    k_per_stage: int = 128
+    stages: int = 4
+    split_k: int = 1
+
+    def __post_init__(self) -> None:
+        if self.compute_warpgroups not in (1, 2):
+            raise ValueError(f"compute_warpgroups must be 1 or 2; got {self.compute_warpgroups}")
+        if self.tokens_per_cta not in WGMMA_S8_N:
+            raise ValueError(
+                f"tokens_per_cta must be a wgmma .s8 n {WGMMA_S8_N}; got {self.tokens_per_cta}"
+            )
+        if self.k_per_stage <= 0 or self.k_per_stage % BLOCK_K != 0:
+            raise ValueError(f"k_per_stage must be a positive multiple of {BLOCK_K}")
+        if not 2 <= self.stages <= 16:
+            raise ValueError(f"stages must be 2..16; got {self.stages}")
+        if self.split_k < 1:
+            raise ValueError(f"split_k must be >= 1; got {self.split_k}")
+        if self.shared_memory_bytes > SHARED_MEMORY_LIMIT:
+            raise ValueError(
+                f"{self} needs {self.shared_memory_bytes} bytes of shared memory, more than "
+                f"the {SHARED_MEMORY_LIMIT} a CTA can have"
+            )
+
+    @property
+    def rows_per_cta(self) -> int:
+        """Weight rows (output features) per CTA tile."""
+        return BLOCK_ROWS * self.compute_warpgroups
+
+    @property
+    def blocks_per_stage(self) -> int:
+        """Packed 64 x 64 blocks per compute warpgroup per stage."""
+        return self.k_per_stage // BLOCK_K
+
+    @property
+    def weight_stage_bytes(self) -> int:
+        """Codes plus metadata of one stage for the whole CTA."""
+        return self.compute_warpgroups * self.blocks_per_stage * (BLOCK_BYTES + META_BYTES_PER_BLOCK)
+
+    @property
+    def activation_stage_bytes(self) -> int:
+        """int8 activations of one stage: tokens_per_cta x k_per_stage."""
+        return self.tokens_per_cta * self.k_per_stage
+
+    @property
+    def shared_memory_bytes(self) -> int:
+        """Dynamic shared memory of the stage ring (barriers excluded)."""
+        return self.stages * (self.weight_stage_bytes + self.activation_stage_bytes)
+
+    def grid(self, m: int, n: int) -> tuple[int, int, int]:
+        """CTAs along (weight rows, tokens, split-K) for an [M, K] x [N, K] problem."""
+        return (
+            -(-n // self.rows_per_cta),
+            -(-m // self.tokens_per_cta),
+            self.split_k,
+        )
+
+    def k_stage_range(self, split: int, k: int) -> tuple[int, int]:
+        """The [first, last) k stages that split ``split`` of ``split_k`` sums."""
+        total = -(-k // self.k_per_stage)
+        return split * total // self.split_k, (split + 1) * total // self.split_k
+
+
+def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> TileConfig:
+    """The configuration the GPU kernel launches for an M x N x K problem.
+
+    Decode (small M) takes the smallest wgmma n that covers M, so no token is padded beyond the
+    next valid n; when there are fewer CTA tiles than SMs, split-K spreads K over more CTAs
+    (each keeping at least 4 stages of work).
+    """
+    if m <= 128:
+        tokens = next(t for t in (8, 16, 32, 64, 128) if t >= m)
+    else:
+        tokens = 256 if m >= 1024 else 128
+    k_per_stage = 128 if k % 128 == 0 else 64
+    stage_bytes = 2 * (k_per_stage // BLOCK_K) * (BLOCK_BYTES + META_BYTES_PER_BLOCK)
+    stage_bytes += tokens * k_per_stage
+    stages = max(2, min(8, SHARED_MEMORY_LIMIT // stage_bytes))
+    base = TileConfig(2, tokens, k_per_stage, stages, 1)
+    rows_tiles, token_tiles, _ = base.grid(m, n)
+    tiles = rows_tiles * token_tiles
+    k_stages = -(-k // k_per_stage)
+    split = 1
+    if tiles < num_sms:
+        split = max(1, min(num_sms // tiles, k_stages // 4))
+    return TileConfig(2, tokens, k_per_stage, stages, split)
