@@ -1,0 +1,126 @@
+"""Launch glue for the Hopper (sm_90a) LiquidGEMM kernel, ``gpu/kernels/w4a8_hopper.cu``.
+
+Registers the ``"hopper"`` backend of ``gpu.api``. The tile configuration comes from
+``liquidref.choose_tile_config`` (the same one the tiled pipeline reference models) unless the
+caller passes one. Split-K needs an int32 workspace [M, N] and one counter per output tile, both
+zero; the kernel leaves them zero again, so they are allocated once per device and grown on
+demand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from liquidref.constants import BLOCK_ROWS
+from liquidref.tiling import TileConfig, choose_tile_config
+
+from . import runtime
+
+SOURCE = "w4a8_hopper.cu"
+BARRIER_REGION_BYTES = 256  # must equal BARRIER_REGION_BYTES in the .cu (tested)
+THREADS_PER_WARPGROUP = 128
+
+
+def kernel_name(config: TileConfig) -> str:
+    """The C++ name of the kernel instantiation for ``config``."""
+    return (
+        "liquidref::hopper::w4a8_hopper<"
+        f"{config.compute_warpgroups}, {config.tokens_per_cta}, {config.k_per_stage}, {config.stages}>"
+    )
+
+
+def shared_memory_bytes(config: TileConfig) -> int:
+    """Dynamic shared memory of one CTA: the barrier region plus the stage ring."""
+    return BARRIER_REGION_BYTES + config.shared_memory_bytes
+
+
+def is_available() -> bool:
+    """True when CuPy sees a Hopper (compute capability 9.0) GPU."""
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return cupy.cuda.Device().compute_capability == "90"
+    except cupy.cuda.runtime.CUDARuntimeError:
+        return False
+
+
+_kernels: dict[TileConfig, object] = {}
+_scratch: dict[int, dict[str, object]] = {}
+
+
+def _kernel(config: TileConfig):
+    key = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages, 1)
+    if key not in _kernels:
+        name = kernel_name(key)
+        module = runtime.compile_module(SOURCE, name_expressions=(name,))
+        kernel = module.get_function(name)
+        kernel.max_dynamic_shared_size_bytes = shared_memory_bytes(key)
+        _kernels[key] = kernel
+    return _kernels[key]
+
+
+def _zeroed(name: str, size: int):
+    """A zero int32 device buffer of at least ``size`` elements, kept per device."""
+    import cupy
+
+    per_device = _scratch.setdefault(cupy.cuda.Device().id, {})
+    buf = per_device.get(name)
+    if buf is None or buf.size < size:
+        buf = cupy.zeros(max(size, 1), dtype=cupy.int32)
+        per_device[name] = buf
+    return buf
+
+
+def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None) -> None:
+    """Launch the Hopper kernel: ``out[m, n] = fp16(float(x_i8 @ w_i8.T) * (s1[n] * s_x[m]))``.
+
+    Args:
+        x_tiled: CuPy int8 [M_pad/8, K/16, 8, 16], activations in the core-matrix layout.
+        s_x: CuPy float32 [M].
+        m: M, the number of tokens (>= 1).
+        dw: ``gpu.api.DeviceWeight`` (codes, meta, s1 on the device; N % 64 == 0).
+        out: CuPy float16 [M, N], written completely.
+        config: a ``TileConfig``; ``choose_tile_config(M, N, K, SMs)`` when None.
+    """
+    import cupy
+
+    n, k = dw.n, dw.k
+    if config is None:
+        sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+        config = choose_tile_config(m, n, k, sms)
+    if k % config.k_per_stage != 0:
+        raise ValueError(f"K = {k} must be a multiple of k_per_stage = {config.k_per_stage}")
+    k_stages = k // config.k_per_stage
+    if config.split_k > k_stages:
+        raise ValueError(f"split_k = {config.split_k} exceeds the {k_stages} k stages of K = {k}")
+    if n % BLOCK_ROWS != 0:
+        raise ValueError(f"N = {n} must be a multiple of {BLOCK_ROWS}")
+    grid = config.grid(m, n)
+    if config.split_k > 1:
+        workspace = _zeroed("workspace", m * n)
+        counters = _zeroed("counters", grid[0] * grid[1])
+    else:
+        workspace = counters = _zeroed("unused", 1)
+    kernel = _kernel(config)
+    block = ((config.compute_warpgroups + 1) * THREADS_PER_WARPGROUP,)
+    kernel(
+        grid,
+        block,
+        (
+            dw.codes,
+            dw.meta,
+            dw.s1,
+            x_tiled,
+            s_x,
+            out,
+            workspace,
+            counters,
+            np.int32(m),
+            np.int32(n),
+            np.int32(k),
+            np.int32(config.split_k),
+        ),
+        shared_mem=shared_memory_bytes(config),
+    )

@@ -1,0 +1,337 @@
+// LiquidGEMM W4A8 GEMM for Hopper (sm_90a): the implicit fine-grained pipeline (ImFP).
+//
+// nvcc-arch: sm_90a
+// SASS must contain: IGMMA UBLKCP SYNCS
+// SASS must not contain: LDL STL
+//
+// Computes Y^T = W X^T so that the weights are the wgmma A operand (from registers, after the
+// in-register LiquidQuant dequant) and the tokens sit on the flexible wgmma n (8..256):
+//
+//   acc[n, m] = sum_k w_i8[n, k] * x_i8[m, k]                     exact int32
+//   y[m, n]   = fp16( float(acc) * (s1[n] * s_x[m]) )             one rounding, RN
+//
+// CTA = 1 load warpgroup + CWG compute warpgroups, tile = (64 * CWG) weight rows x BN tokens.
+//
+//   load WG (one thread)                compute WG c (128 threads, rows 64c .. 64c+63)
+//   ------------------------            -------------------------------------------------
+//   wait empty[s]                       wait full[s]
+//   expect_tx(full[s], bytes)           per 64-k block: LDS.128 codes, LDS.32 (s, a) word,
+//   bulk copy codes, meta  (per WG)       AND/SHR + IMAD + XOR -> 8 A registers (2 k32 steps)
+//   bulk copy X core matrices           wgmma m64nBNk32 x (KS/32), commit
+//   (ring of STAGES stages)             wait_group 1 -> the previous stage is retired: arrive empty
+//
+// The two compute warpgroups never synchronize with each other: while one dequantizes, the
+// other's wgmma keeps the tensor core busy (the hardware interleaves them), and inside one
+// warpgroup the dequant of stage s+1 overlaps the asynchronous wgmma of stage s (two A-register
+// buffers). Split-K CTAs add exact int32 partials into a workspace; the last CTA of a tile reads
+// and clears them (atomicExch) and runs the epilogue, so the workspace is zero again afterwards.
+//
+// Data formats: liquidref/layout.py (weights: codes[N/64][K/64][2048], meta[N/64][K/64][128];
+// activations: x_tiled[M_pad/8][K/16][8][16]); tile configuration: liquidref/tiling.py.
+
+#include <cuda_fp16.h>
+
+#include "liquidref_constants.cuh"
+#include "wgmma_s8.cuh"
+
+namespace liquidref {
+namespace hopper {
+
+constexpr unsigned BARRIER_REGION_BYTES = 256;  // full[] and empty[] mbarriers, padded
+constexpr unsigned LOAD_WARPGROUP_REGISTERS = 40;
+constexpr unsigned COMPUTE_WARPGROUP_REGISTERS = 232;
+constexpr unsigned CORE_MATRIX_BYTES = 128;  // 8 token rows x 16 k-bytes
+constexpr unsigned SPLIT_K_BARRIER_ID = 1;   // named barrier among the compute warpgroups
+
+// ---- PTX wrappers ---------------------------------------------------------------------------
+
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mbarrier_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_wait(unsigned bar, unsigned parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+// One bulk asynchronous copy global -> shared that completes `bytes` on the mbarrier.
+__device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigned bytes,
+                                          unsigned bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+          dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int PENDING>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(PENDING) : "memory");
+}
+
+// Tells the compiler the accumulators may change here (the asynchronous wgmma writes them), so
+// no read of them is moved across a wgmma wait.
+template <int R>
+__device__ __forceinline__ void fence_registers(int (&r)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
+
+// wgmma shared-memory descriptor, no swizzle (ARCHITECTURE.md section 3):
+//   bits  0-13 start address >> 4, 16-29 leading byte offset >> 4, 32-45 stride byte offset >> 4.
+__device__ __forceinline__ unsigned long long smem_descriptor(unsigned addr, unsigned leading,
+                                                              unsigned stride) {
+  return static_cast<unsigned long long>((addr & 0x3FFFF) >> 4) |
+         (static_cast<unsigned long long>((leading & 0x3FFFF) >> 4) << 16) |
+         (static_cast<unsigned long long>((stride & 0x3FFFF) >> 4) << 32);
+}
+
+// ---- LiquidQuant dequant of one packed word ----------------------------------------------------
+//
+//   word = 8 nibbles:  [hi3 lo3 | hi2 lo2 | hi1 lo1 | hi0 lo0]   (one byte per k)
+//   lo   = word & 0x0F0F0F0F        -> 4 codes of row r
+//   hi   = (word >> 4) & 0x0F0F0F0F -> 4 codes of row r + 8
+//   out  = (codes * s + a * 0x01010101) ^ 0x80808080     (IMAD, XOR: no carry crosses a byte)
+__device__ __forceinline__ void dequant_word(unsigned word, unsigned s_lo, unsigned a_lo,
+                                             unsigned s_hi, unsigned a_hi, unsigned& out_lo,
+                                             unsigned& out_hi) {
+  const unsigned lo = word & LOW_NIBBLES;
+  const unsigned hi = (word >> 4) & LOW_NIBBLES;
+  out_lo = (lo * s_lo + a_lo) ^ XOR_MASK_WORD;
+  out_hi = (hi * s_hi + a_hi) ^ XOR_MASK_WORD;
+}
+
+// A registers of one compute-warpgroup thread for the BPS blocks of a stage: 2 k32 steps each.
+//   a[2b + step][reg]: reg 0 = row r, k 4q..4q+3; reg 1 = row r+8; reg 2 = row r, k+16; reg 3 = r+8
+template <int BPS>
+__device__ __forceinline__ void load_and_dequant(const unsigned char* codes, const unsigned char* meta,
+                                                 unsigned thread, unsigned (&a)[2 * BPS][4]) {
+  // Metadata word j = 8 * warp + lane / 4 holds [s_r, a_r, s_r+8, a_r+8].
+  const unsigned meta_word = 8 * (thread / 32) + (thread % 32) / 4;
+#pragma unroll
+  for (int b = 0; b < BPS; ++b) {
+    const uint4 w = *reinterpret_cast<const uint4*>(codes + b * BLOCK_BYTES + thread * BYTES_PER_THREAD);
+    const unsigned m = *reinterpret_cast<const unsigned*>(meta + b * META_BYTES_PER_BLOCK + 4 * meta_word);
+    const unsigned s_lo = __byte_perm(m, 0, 0x4440);  // byte 0, zero-extended
+    const unsigned a_lo = __byte_perm(m, 0, 0x1111);  // byte 1 in all four lanes
+    const unsigned s_hi = __byte_perm(m, 0, 0x4442);  // byte 2
+    const unsigned a_hi = __byte_perm(m, 0, 0x3333);  // byte 3 in all four lanes
+    dequant_word(w.x, s_lo, a_lo, s_hi, a_hi, a[2 * b][0], a[2 * b][1]);
+    dequant_word(w.y, s_lo, a_lo, s_hi, a_hi, a[2 * b][2], a[2 * b][3]);
+    dequant_word(w.z, s_lo, a_lo, s_hi, a_hi, a[2 * b + 1][0], a[2 * b + 1][1]);
+    dequant_word(w.w, s_lo, a_lo, s_hi, a_hi, a[2 * b + 1][2], a[2 * b + 1][3]);
+  }
+}
+
+// The stage's 2 * BPS wgmma k32 steps. X stage layout [BN/8][KS/16][8][16]: step j starts at
+// byte 256 j, its two k-adjacent core matrices are 128 bytes apart (leading byte offset) and
+// 8-token groups are KS * 8 bytes apart (stride byte offset).
+template <int BN, int KS>
+__device__ __forceinline__ void mma_stage(int (&acc)[BN / 2], const unsigned (&a)[KS / 32][4],
+                                          unsigned x_stage) {
+  wgmma_fence();
+#pragma unroll
+  for (int j = 0; j < KS / 32; ++j) {
+    WgmmaS8<BN>::mma(acc, a[j], smem_descriptor(x_stage + 2 * CORE_MATRIX_BYTES * j, CORE_MATRIX_BYTES, KS * 8));
+  }
+  wgmma_commit();
+}
+
+__device__ __forceinline__ __half epilogue(int acc, float s1, float s_x) {
+  return __float2half_rn(__fmul_rn(__int2float_rn(acc), __fmul_rn(s1, s_x)));
+}
+
+template <int CWG, int BN, int KS, int STAGES>
+struct Config {
+  static constexpr int BPS = KS / BLOCK_K;  // packed blocks per compute warpgroup per stage
+  static constexpr unsigned CODES_BYTES = CWG * BPS * BLOCK_BYTES;
+  static constexpr unsigned META_BYTES = CWG * BPS * META_BYTES_PER_BLOCK;
+  static constexpr unsigned X_BYTES = BN * KS;
+  static constexpr unsigned STAGE_BYTES = CODES_BYTES + META_BYTES + X_BYTES;
+  static constexpr unsigned SHARED_BYTES = BARRIER_REGION_BYTES + STAGES * STAGE_BYTES;
+  static constexpr int THREADS = (CWG + 1) * THREADS_PER_WARPGROUP;
+  static_assert(KS % BLOCK_K == 0, "a stage holds whole 64-k blocks");
+  static_assert(BN % 8 == 0 && BN >= 8 && BN <= 256, "wgmma n");
+  static_assert(2 * STAGES * 8 <= BARRIER_REGION_BYTES, "barriers fit their region");
+};
+
+// grid = (ceil(N / (64 CWG)), ceil(M / BN), split_k); block = (CWG + 1) * 128 threads;
+// dynamic shared memory = Config::SHARED_BYTES. K % KS == 0 and N % 64 == 0 (checked in Python).
+template <int CWG, int BN, int KS, int STAGES>
+__global__ void __launch_bounds__((CWG + 1) * 128, 1)
+    w4a8_hopper(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ meta,
+                const float* __restrict__ s1, const signed char* __restrict__ x_tiled,
+                const float* __restrict__ s_x, __half* __restrict__ y, int* __restrict__ workspace,
+                int* __restrict__ tile_counters, int M, int N, int K, int split_k) {
+  using C = Config<CWG, BN, KS, STAGES>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ int is_last_split;
+
+  const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
+  const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
+  const int row_blocks = N / BLOCK_ROWS;
+  const int k_blocks = K / BLOCK_K;
+  const int first_row_block = blockIdx.x * CWG;
+  const int active_warpgroups = min(CWG, row_blocks - first_row_block);
+  const int token_groups = (M + 7) / 8;  // rows of x_tiled / 8
+  const int first_group = blockIdx.y * (BN / 8);
+  const int loaded_groups = min(BN / 8, token_groups - first_group);
+  const int k_stages = K / KS;
+  const int first_stage = blockIdx.z * k_stages / split_k;
+  const int n_stages = (blockIdx.z + 1) * k_stages / split_k - first_stage;
+
+  const unsigned full_bar = shared_address(smem);                 // full[s]  at +8 s
+  const unsigned empty_bar = full_bar + 8 * STAGES;               // empty[s] at +8 (STAGES + s)
+  const unsigned ring = full_bar + BARRIER_REGION_BYTES;
+  auto stage_codes = [&](int s, int wg) { return ring + s * C::STAGE_BYTES + wg * C::BPS * BLOCK_BYTES; };
+  auto stage_meta = [&](int s, int wg) {
+    return ring + s * C::STAGE_BYTES + C::CODES_BYTES + wg * C::BPS * META_BYTES_PER_BLOCK;
+  };
+  auto stage_x = [&](int s) { return ring + s * C::STAGE_BYTES + C::CODES_BYTES + C::META_BYTES; };
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbarrier_init(full_bar + 8 * s, 1);
+      mbarrier_init(empty_bar + 8 * s, active_warpgroups);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // ---------------- load warpgroup: one warp issues the bulk copies ----------------
+    if constexpr (CWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(LOAD_WARPGROUP_REGISTERS));
+    if (thread >= 32) return;
+    const unsigned stage_bytes =
+        active_warpgroups * C::BPS * (BLOCK_BYTES + META_BYTES_PER_BLOCK) + loaded_groups * KS * 8;
+    for (int it = 0; it < n_stages; ++it) {
+      const int s = it % STAGES;
+      if (it >= STAGES) mbarrier_wait(empty_bar + 8 * s, ((it / STAGES) - 1) & 1);
+      if (thread == 0) mbarrier_arrive_expect_tx(full_bar + 8 * s, stage_bytes);
+      __syncwarp();
+      const int k_block = (first_stage + it) * C::BPS;
+      // lanes 0..CWG-1 copy the weight blocks of one compute warpgroup each; every lane copies
+      // some 8-token groups of activations.
+      if (thread < static_cast<unsigned>(active_warpgroups)) {
+        const size_t block = static_cast<size_t>(first_row_block + thread) * k_blocks + k_block;
+        bulk_copy(stage_codes(s, thread), codes + block * BLOCK_BYTES, C::BPS * BLOCK_BYTES, full_bar + 8 * s);
+        bulk_copy(stage_meta(s, thread), meta + block * META_BYTES_PER_BLOCK, C::BPS * META_BYTES_PER_BLOCK,
+                  full_bar + 8 * s);
+      }
+      for (int g = thread; g < loaded_groups; g += 32) {
+        const size_t chunk = static_cast<size_t>(first_group + g) * (K / 16) + (first_stage + it) * (KS / 16);
+        bulk_copy(stage_x(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, full_bar + 8 * s);
+      }
+    }
+    return;
+  }
+
+  // ---------------- compute warpgroups ----------------
+  if constexpr (CWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(COMPUTE_WARPGROUP_REGISTERS));
+  const int cw = warpgroup - 1;
+  if (cw >= active_warpgroups) return;
+
+  int acc[BN / 2];
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) acc[i] = 0;
+  unsigned a0[KS / 32][4], a1[KS / 32][4];  // two A-register buffers: stage it uses a[it % 2]
+
+  auto step = [&](int it, unsigned (&a)[KS / 32][4]) {
+    const int s = it % STAGES;
+    mbarrier_wait(full_bar + 8 * s, (it / STAGES) & 1);
+    const unsigned char* stage_base = smem + BARRIER_REGION_BYTES + s * C::STAGE_BYTES;
+    load_and_dequant<C::BPS>(stage_base + cw * C::BPS * BLOCK_BYTES,
+                             stage_base + C::CODES_BYTES + cw * C::BPS * META_BYTES_PER_BLOCK, thread, a);
+    mma_stage<BN, KS>(acc, a, stage_x(s));
+    wgmma_wait<1>();  // the previous stage's wgmmas are done: its smem and A buffer are free
+    if (it > 0 && thread == 0) mbarrier_arrive(empty_bar + 8 * ((it - 1) % STAGES));
+  };
+  int it = 0;
+#pragma unroll 1
+  for (; it + 1 < n_stages; it += 2) {
+    step(it, a0);
+    step(it + 1, a1);
+  }
+  if (it < n_stages) step(it, a0);
+  wgmma_wait<0>();
+  fence_registers(acc);
+
+  // ---------------- epilogue ----------------
+  // accumulator register i of thread (warp, lane):
+  //   row   = 16 warp + lane / 4 + 8 ((i >> 1) & 1)
+  //   token = 2 (lane % 4) + (i & 1) + 8 (i >> 2)
+  const int warp = thread / 32, lane = thread % 32;
+  const int row_base = (first_row_block + cw) * BLOCK_ROWS + 16 * warp + lane / 4;
+  const int token_base = blockIdx.y * BN + 2 * (lane % 4);
+  if (split_k == 1) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) {
+      const int n = row_base + 8 * ((i >> 1) & 1);
+      const int m = token_base + (i & 1) + 8 * (i >> 2);
+      if (m < M) y[static_cast<size_t>(m) * N + n] = epilogue(acc[i], s1[n], s_x[m]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) {
+    const int n = row_base + 8 * ((i >> 1) & 1);
+    const int m = token_base + (i & 1) + 8 * (i >> 2);
+    if (m < M) atomicAdd(workspace + static_cast<size_t>(m) * N + n, acc[i]);
+  }
+  __threadfence();
+  const unsigned compute_threads = active_warpgroups * THREADS_PER_WARPGROUP;
+  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(compute_threads) : "memory");
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  if (cw == 0 && thread == 0) is_last_split = atomicAdd(tile_counters + tile, 1) == split_k - 1;
+  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(compute_threads) : "memory");
+  if (!is_last_split) return;
+  __threadfence();
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) {
+    const int n = row_base + 8 * ((i >> 1) & 1);
+    const int m = token_base + (i & 1) + 8 * (i >> 2);
+    if (m < M) {
+      const int total = atomicExch(workspace + static_cast<size_t>(m) * N + n, 0);
+      y[static_cast<size_t>(m) * N + n] = epilogue(total, s1[n], s_x[m]);
+    }
+  }
+  if (cw == 0 && thread == 0) tile_counters[tile] = 0;
+}
+
+}  // namespace hopper
+}  // namespace liquidref
+
+#ifdef LIQUIDREF_SASS_CHECK
+// Representative configurations for the CPU-side compile and SASS checks.
+template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 128, 8>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 128, 6>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 256, 128, 5>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int);
+#endif
