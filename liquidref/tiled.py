@@ -1,0 +1,279 @@
+"""The tiled pipeline reference: the GPU kernel's dataflow in NumPy, bit-exact.
+
+``tiled_gemm`` runs the W4A8 GEMM the way the Hopper kernel does, on the same packed bytes::
+
+    grid (row tiles x token tiles x split_k), each CTA:
+      for each k stage of its split (a ring of `stages` shared-memory buffers):
+        load warpgroup:  bulk-copy the stage's packed blocks + metadata and the activation
+                         stage (tile_activation order) into shared memory
+        compute warpgroup w (rows 64 w .. 64 w + 63 of the CTA tile), thread t (0..127),
+        for each 64 x 64 block of the stage:
+          LDS.128   16 bytes at 16 t             -> words P0..P3
+          LDS.32    metadata word of rows r, r+8 -> s_r, a_r, s_r+8, a_r+8
+          unpack    lo = P & 0x0F0F0F0F, hi = (P >> 4) & 0x0F0F0F0F
+          dequant   IMAD + XOR (liquidref.quant.dequant_word) with (s_r, a_r) / (s_r+8, a_r+8)
+          A regs    step p // 2: reg 2 (p % 2) = lo of Pp, reg 2 (p % 2) + 1 = hi of Pp
+          wgmma     m64nNk32 x 2 steps, B from shared memory through the stage descriptors,
+                    int32 accumulators in registers (the accumulator fragment map)
+      split-K partials (int32) summed exactly; epilogue float16(float32(acc) * (s1 * s_x));
+      masked store (rows >= N and tokens >= M are dropped)
+
+Everything is vectorized over CTA tiles, warpgroups, blocks and threads; only the k stages are a
+Python loop. Each index map (fragment maps, descriptors, nibble unpack) comes in through a
+``Dataflow``, so tests can swap in a deliberately wrong map and watch the result change.
+
+Padding: row blocks past N and blocks past K are all-zero bytes (they dequantize to -128, not
+0); the activations past M and past K are zero (as a TMA copy fills them), so the padding adds
+nothing to any stored element and rows/tokens outside the output are never stored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import _validate as v
+from .constants import (
+    BLOCK_BYTES,
+    BLOCK_K,
+    BLOCK_ROWS,
+    BYTES_PER_THREAD,
+    LOW_NIBBLES,
+    MAX_EXACT_K,
+    META_BYTES_PER_BLOCK,
+    MMA_K,
+    THREADS_PER_WARPGROUP,
+)
+from .fragments import (
+    activation_stage_descriptor,
+    wgmma_a_fragment,
+    wgmma_accumulator_fragment,
+    wgmma_b_address,
+)
+from .gemm import epilogue
+from .layout import ACT_CORE_BYTES, ACT_CORE_ROWS, PackedWeight, meta_position, tile_activation
+from .quant import dequant_word
+from .tiling import TileConfig, choose_tile_config
+
+WORDS_PER_THREAD = BYTES_PER_THREAD // 4  # P0..P3
+STEPS_PER_BLOCK = BLOCK_K // MMA_K  # two wgmma k32 steps per 64-k block
+
+
+def unpack_nibbles(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split packed words into their low and high nibbles, one code per byte lane.
+
+    ``lo = P & 0x0F0F0F0F`` (codes of row r), ``hi = (P >> 4) & 0x0F0F0F0F`` (row r + 8).
+    """
+    words = np.asarray(words, dtype=np.uint32)
+    return words & np.uint32(LOW_NIBBLES), (words >> np.uint32(4)) & np.uint32(LOW_NIBBLES)
+
+
+@dataclass(frozen=True)
+class Dataflow:
+    """The index maps the pipeline runs through (the kernel's by default).
+
+    Attributes:
+        a_fragment: (thread, reg, byte) -> (row, k) of the wgmma A operand.
+        accumulator_fragment: (thread, reg) -> (row, token) of the int32 accumulator.
+        b_address: (token, k, descriptor) -> byte address of the B operand in a stage.
+        stage_descriptor: (k_per_stage, step) -> the descriptor of k32 step ``step``.
+        unpack: packed words -> (low-nibble codes, high-nibble codes).
+    """
+
+    a_fragment: Callable = wgmma_a_fragment
+    accumulator_fragment: Callable = wgmma_accumulator_fragment
+    b_address: Callable = wgmma_b_address
+    stage_descriptor: Callable = activation_stage_descriptor
+    unpack: Callable = unpack_nibbles
+
+
+KERNEL_DATAFLOW = Dataflow()
+
+
+@dataclass(frozen=True)
+class _Maps:
+    """Index arrays of one (config, dataflow), computed once per call."""
+
+    a_dest: np.ndarray  # [blocks, 128, steps, 4 regs, 4 bytes] -> flat index into [64, kps]
+    meta_bytes: tuple[np.ndarray, ...]  # (s_lo, a_lo, s_hi, a_hi) byte per thread, each [128]
+    b_index: np.ndarray  # [tokens, kps] -> byte of the activation stage
+    d_index: np.ndarray  # [128, tokens / 2] -> flat index into [64, tokens]
+    d_row: np.ndarray  # [128, tokens / 2]
+    d_token: np.ndarray  # [128, tokens / 2]
+
+
+def _index_maps(config: TileConfig, flow: Dataflow) -> _Maps:
+    kps, tokens = config.k_per_stage, config.tokens_per_cta
+    blk, t, step, reg, byte = np.meshgrid(
+        np.arange(config.blocks_per_stage),
+        np.arange(THREADS_PER_WARPGROUP),
+        np.arange(STEPS_PER_BLOCK),
+        np.arange(4),
+        np.arange(4),
+        indexing="ij",
+    )
+    row, k = flow.a_fragment(t, reg, byte)
+    a_dest = row * kps + BLOCK_K * blk + MMA_K * step + k
+
+    # Each thread's metadata: (s, a) of the rows of its registers 0 (row r) and 1 (row r + 8).
+    threads = np.arange(THREADS_PER_WARPGROUP)
+    row_lo, _ = flow.a_fragment(threads, 0, 0)
+    row_hi, _ = flow.a_fragment(threads, 1, 0)
+    s_lo, a_lo = meta_position(row_lo)
+    s_hi, a_hi = meta_position(row_hi)
+
+    token, kk = np.meshgrid(np.arange(tokens), np.arange(MMA_K), indexing="ij")
+    b_index = np.concatenate(
+        [flow.b_address(token, kk, flow.stage_descriptor(kps, q)) for q in range(kps // MMA_K)],
+        axis=1,
+    )
+    stage_bytes = tokens * kps
+    if b_index.min() < 0 or b_index.max() >= stage_bytes:
+        raise ValueError(
+            f"the B descriptors read bytes {b_index.min()}..{b_index.max()}, outside the "
+            f"{stage_bytes}-byte activation stage"
+        )
+
+    t, i = np.meshgrid(threads, np.arange(tokens // 2), indexing="ij")
+    d_row, d_token = flow.accumulator_fragment(t, i)
+    return _Maps(a_dest, (s_lo, a_lo, s_hi, a_hi), b_index, d_row * tokens + d_token, d_row, d_token)
+
+
+def _check_inputs(x_i8, packed, config) -> tuple[np.ndarray, TileConfig]:
+    x_i8 = v.as_matrix("x_i8", x_i8, (np.int8,))
+    if not isinstance(packed, PackedWeight):
+        raise TypeError(f"packed must be a PackedWeight (see pack_weight); got {type(packed).__name__}")
+    if x_i8.shape[1] != packed.k:
+        raise ValueError(f"x_i8 has K = {x_i8.shape[1]} columns but the weight has K = {packed.k}")
+    if packed.k > MAX_EXACT_K:
+        raise ValueError(f"K = {packed.k} exceeds {MAX_EXACT_K}, where int32 could overflow")
+    if config is None:
+        config = choose_tile_config(x_i8.shape[0], packed.n, packed.k)
+    if not isinstance(config, TileConfig):
+        raise TypeError(f"config must be a TileConfig; got {type(config).__name__}")
+    return x_i8, config
+
+
+def _accumulate_padded(x_i8: np.ndarray, packed: PackedWeight, config: TileConfig,
+                       flow: Dataflow) -> np.ndarray:
+    """Run the mainloop; return the stored int32 accumulators [M_pad, N_pad] (tile padding)."""
+    m, k = x_i8.shape
+    n = packed.n
+    cw, tokens, kps = config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage
+    bps = config.blocks_per_stage
+    row_tiles, token_tiles, splits = config.grid(m, n)
+    total_stages = -(-k // kps)
+    maps = _index_maps(config, flow)
+
+    # Global memory as the kernel sees it, padded to whole tiles and stages.
+    nb, kb = packed.codes.shape[:2]
+    codes = np.zeros((row_tiles * cw, total_stages * bps, BLOCK_BYTES), np.uint8)
+    meta = np.zeros((row_tiles * cw, total_stages * bps, META_BYTES_PER_BLOCK), np.uint8)
+    codes[:nb, :kb] = packed.codes
+    meta[:nb, :kb] = packed.meta
+    codes = codes.reshape(row_tiles, cw, total_stages * bps, BLOCK_BYTES)
+    meta = meta.reshape(row_tiles, cw, total_stages * bps, META_BYTES_PER_BLOCK)
+    x_tiled = tile_activation(x_i8)  # [ceil(M/8), K/16, 8, 16]
+    act = np.zeros(
+        (token_tiles * tokens // ACT_CORE_ROWS, total_stages * kps // ACT_CORE_BYTES,
+         ACT_CORE_ROWS, ACT_CORE_BYTES),
+        np.int8,
+    )
+    act[: x_tiled.shape[0], : x_tiled.shape[1]] = x_tiled
+    act = act.reshape(token_tiles, tokens // ACT_CORE_ROWS, total_stages, kps // ACT_CORE_BYTES,
+                      ACT_CORE_ROWS, ACT_CORE_BYTES)
+
+    acc = np.zeros((splits, row_tiles, cw, token_tiles, THREADS_PER_WARPGROUP, tokens // 2),
+                   np.int32)
+    s_lo, a_lo, s_hi, a_hi = maps.meta_bytes
+    for split in range(splits):
+        first, last = config.k_stage_range(split, k)
+        for stage in range(first, last):
+            # Load warpgroup: one stage of weights (codes + metadata) and activations.
+            blocks = slice(stage * bps, (stage + 1) * bps)
+            smem_codes = codes[:, :, blocks]  # [RT, CW, BPS, 2048]
+            smem_meta = meta[:, :, blocks]  # [RT, CW, BPS, 128]
+            smem_act = act[:, :, stage].reshape(token_tiles, tokens * kps)  # [TT, bytes]
+
+            # Compute warpgroups, every thread at once: LDS.128 -> 4 words P0..P3.
+            words = np.ascontiguousarray(smem_codes).reshape(
+                row_tiles, cw, bps, THREADS_PER_WARPGROUP, BYTES_PER_THREAD
+            ).view("<u4")  # [RT, CW, BPS, 128, 4]
+            lo, hi = flow.unpack(words)
+            deq_lo = dequant_word(lo, smem_meta[..., s_lo][..., None], smem_meta[..., a_lo][..., None])
+            deq_hi = dequant_word(hi, smem_meta[..., s_hi][..., None], smem_meta[..., a_hi][..., None])
+            # Word p feeds k32 step p // 2: register 2 (p % 2) from lo, 2 (p % 2) + 1 from hi.
+            a_regs = np.empty((row_tiles, cw, bps, THREADS_PER_WARPGROUP, STEPS_PER_BLOCK, 4),
+                              np.dtype("<u4"))
+            a_regs[..., 0::2] = deq_lo.reshape(*deq_lo.shape[:-1], STEPS_PER_BLOCK, 2)
+            a_regs[..., 1::2] = deq_hi.reshape(*deq_hi.shape[:-1], STEPS_PER_BLOCK, 2)
+
+            # The A tile [64, kps] each warpgroup's registers hold, through the fragment map.
+            a_tile = np.zeros((row_tiles, cw, BLOCK_ROWS * kps), np.int8)
+            a_tile[:, :, maps.a_dest.ravel()] = a_regs.view(np.int8).reshape(row_tiles, cw, -1)
+            # The B operand [tokens, kps] the descriptors read from the activation stage.
+            b_tile = smem_act[:, maps.b_index]  # [TT, tokens, kps]
+
+            # wgmma: int8 x int8 products summed exactly (float64 holds every partial sum of one
+            # stage exactly: |sum| <= kps * 128 * 128 << 2**53), added to int32 accumulators.
+            prod = a_tile.reshape(-1, kps).astype(np.float64) @ b_tile.reshape(-1, kps).astype(
+                np.float64
+            ).T  # [RT * CW * 64, TT * tokens]
+            prod = prod.reshape(row_tiles, cw, BLOCK_ROWS, token_tiles, tokens)
+            prod = prod.transpose(0, 1, 3, 2, 4).reshape(row_tiles, cw, token_tiles, -1)
+            acc[split] += prod[..., maps.d_index].astype(np.int32)
+
+    # Split-K reduction: int32 partials, exact (K <= MAX_EXACT_K).
+    total = acc.sum(axis=0, dtype=np.int32)  # [RT, CW, TT, 128, tokens / 2]
+
+    # Store: register (thread, i) of warpgroup w in tile (rt, tt) -> Y[token, row].
+    rt, w, tt = np.meshgrid(np.arange(row_tiles), np.arange(cw), np.arange(token_tiles),
+                            indexing="ij")
+    out_row = (rt * cw + w)[..., None, None] * BLOCK_ROWS + maps.d_row
+    out_token = tt[..., None, None] * tokens + maps.d_token
+    stored = np.zeros((token_tiles * tokens, row_tiles * cw * BLOCK_ROWS), np.int32)
+    stored[out_token, out_row] = total
+    return stored
+
+
+def tiled_accumulate(x_i8: np.ndarray, packed: PackedWeight, config: TileConfig | None = None,
+                     dataflow: Dataflow = KERNEL_DATAFLOW) -> np.ndarray:
+    """The kernel's int32 accumulators, masked to the output.
+
+    Args:
+        x_i8: int8 [M, K] activations.
+        packed: the Dual-MMA packed weight [N, K] (``pack_weight``).
+        config: the tile configuration (default: ``choose_tile_config(M, N, K)``).
+        dataflow: the index maps (default: the kernel's).
+
+    Returns:
+        int32 [M, N], equal to ``liquidref.int32_matmul(x_i8, dequantize_int8(w))``.
+    """
+    x_i8, config = _check_inputs(x_i8, packed, config)
+    m, n = x_i8.shape[0], packed.n
+    if m == 0:
+        return np.zeros((0, n), np.int32)
+    return _accumulate_padded(x_i8, packed, config, dataflow)[:m, :n].copy()
+
+
+def tiled_gemm(x_i8: np.ndarray, s_x: np.ndarray, packed: PackedWeight,
+               config: TileConfig | None = None,
+               dataflow: Dataflow = KERNEL_DATAFLOW) -> np.ndarray:
+    """The W4A8 GEMM through the kernel's tiled pipeline.
+
+    Args:
+        x_i8: int8 [M, K] activations; s_x: float32 [M] per-token scales.
+        packed: the Dual-MMA packed weight [N, K] with s1 float32 [N].
+        config: the tile configuration (default: ``choose_tile_config(M, N, K)``).
+        dataflow: the index maps (default: the kernel's).
+
+    Returns:
+        float16 [M, N], bit-identical to ``liquidref.gemm(x_i8, s_x, unpack_weight(packed))``.
+    """
+    x_i8, config = _check_inputs(x_i8, packed, config)
+    v.as_vector("s_x", s_x, np.float32, x_i8.shape[0])
+    acc = tiled_accumulate(x_i8, packed, config, dataflow)
+    return epilogue(acc, s_x, packed.s1)
