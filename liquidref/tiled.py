@@ -19,8 +19,11 @@
       masked store (rows >= N and tokens >= M are dropped)
 
 Everything is vectorized over CTA tiles, warpgroups, blocks and threads; only the k stages are a
-Python loop. Each index map (fragment maps, descriptors, nibble unpack) comes in through a
-``Dataflow``, so tests can swap in a deliberately wrong map and watch the result change.
+Python loop. The index maps come in through a ``Dataflow``, so tests can swap in a deliberately
+wrong map and watch the result change. One map is not swappable: where the tensor core puts its
+results in the accumulator registers (``fragments.wgmma_accumulator_fragment``, verified on an
+H200). The epilogue's own copy of that formula is (``Dataflow.store_fragment``): in the kernel it
+is separate code, and a store map that disagrees with the hardware is a bug to catch.
 
 Padding: row blocks past N and blocks past K are all-zero bytes (they dequantize to -128, not
 0); the activations past M and past K are zero (as a TMA copy fills them), so the padding adds
@@ -76,18 +79,20 @@ class Dataflow:
     """The index maps the pipeline runs through (the kernel's by default).
 
     Attributes:
-        a_fragment: (thread, reg, byte) -> (row, k) of the wgmma A operand.
-        accumulator_fragment: (thread, reg) -> (row, token) of the int32 accumulator.
+        a_fragment: (thread, reg, byte) -> (row, k) of the wgmma A operand (also picks each
+            thread's metadata rows: those of its registers 0 and 1).
         b_address: (token, k, descriptor) -> byte address of the B operand in a stage.
         stage_descriptor: (k_per_stage, step) -> the descriptor of k32 step ``step``.
         unpack: packed words -> (low-nibble codes, high-nibble codes).
+        store_fragment: (thread, reg) -> (row, token): where the epilogue stores accumulator
+            register ``reg`` of ``thread``.
     """
 
     a_fragment: Callable = wgmma_a_fragment
-    accumulator_fragment: Callable = wgmma_accumulator_fragment
     b_address: Callable = wgmma_b_address
     stage_descriptor: Callable = activation_stage_descriptor
     unpack: Callable = unpack_nibbles
+    store_fragment: Callable = wgmma_accumulator_fragment
 
 
 KERNEL_DATAFLOW = Dataflow()
@@ -100,9 +105,9 @@ class _Maps:
     a_dest: np.ndarray  # [blocks, 128, steps, 4 regs, 4 bytes] -> flat index into [64, kps]
     meta_bytes: tuple[np.ndarray, ...]  # (s_lo, a_lo, s_hi, a_hi) byte per thread, each [128]
     b_index: np.ndarray  # [tokens, kps] -> byte of the activation stage
-    d_index: np.ndarray  # [128, tokens / 2] -> flat index into [64, tokens]
-    d_row: np.ndarray  # [128, tokens / 2]
-    d_token: np.ndarray  # [128, tokens / 2]
+    d_index: np.ndarray  # [128, tokens / 2] -> flat index into [64, tokens] (the hardware's)
+    store_row: np.ndarray  # [128, tokens / 2] (the epilogue's)
+    store_token: np.ndarray  # [128, tokens / 2]
 
 
 def _index_maps(config: TileConfig, flow: Dataflow) -> _Maps:
@@ -138,8 +143,10 @@ def _index_maps(config: TileConfig, flow: Dataflow) -> _Maps:
         )
 
     t, i = np.meshgrid(threads, np.arange(tokens // 2), indexing="ij")
-    d_row, d_token = flow.accumulator_fragment(t, i)
-    return _Maps(a_dest, (s_lo, a_lo, s_hi, a_hi), b_index, d_row * tokens + d_token, d_row, d_token)
+    d_row, d_token = wgmma_accumulator_fragment(t, i)
+    store_row, store_token = flow.store_fragment(t, i)
+    return _Maps(a_dest, (s_lo, a_lo, s_hi, a_hi), b_index, d_row * tokens + d_token,
+                 store_row, store_token)
 
 
 def _check_inputs(x_i8, packed, config) -> tuple[np.ndarray, TileConfig]:
@@ -232,8 +239,8 @@ def _accumulate_padded(x_i8: np.ndarray, packed: PackedWeight, config: TileConfi
     # Store: register (thread, i) of warpgroup w in tile (rt, tt) -> Y[token, row].
     rt, w, tt = np.meshgrid(np.arange(row_tiles), np.arange(cw), np.arange(token_tiles),
                             indexing="ij")
-    out_row = (rt * cw + w)[..., None, None] * BLOCK_ROWS + maps.d_row
-    out_token = tt[..., None, None] * tokens + maps.d_token
+    out_row = (rt * cw + w)[..., None, None] * BLOCK_ROWS + maps.store_row
+    out_token = tt[..., None, None] * tokens + maps.store_token
     stored = np.zeros((token_tiles * tokens, row_tiles * cw * BLOCK_ROWS), np.int32)
     stored[out_token, out_row] = total
     return stored

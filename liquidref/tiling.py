@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .constants import BLOCK_BYTES, BLOCK_K, BLOCK_ROWS, META_BYTES_PER_BLOCK
 
 # wgmma.mma_async m64nNk32 with .s8 operands accepts these n (PTX ISA, "Matrix shape" table of
@@ -94,8 +96,12 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
 
     Decode (small M) takes the smallest wgmma n that covers M, so no token is padded beyond the
     next valid n; when there are fewer CTA tiles than SMs, split-K spreads K over more CTAs
-    (each keeping at least 4 stages of work).
+    (each keeping at least 4 stages of work). M = 0 gets the configuration of M = 1.
     """
+    for name, value, low in (("m", m, 0), ("n", n, 1), ("k", k, 1), ("num_sms", num_sms, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    m = max(int(m), 1)
     if m <= 128:
         tokens = next(t for t in (8, 16, 32, 64, 128) if t >= m)
     else:
