@@ -36,8 +36,7 @@ STS        shared[A + IMM] = B.., IMM2 = 32, 64 or 128 bits
 executor checks that claim per lane (see ``emulator.machine``):
 
 - ``CHECK_MAD_U8``: lane value ``byte_i(CA) * CB + byte_i(CC)`` (unsigned) must stay <= 255;
-- ``CHECK_ADD_U8``: lane value ``byte_i(CA) + byte_i(CB)`` (unsigned) must stay <= 255;
-- ``CHECK_ADD_S8``: lane value ``sbyte_i(CA) + sbyte_i(CB)`` (signed) must stay in [-128, 127].
+- ``CHECK_ADD_U8``: lane value ``byte_i(CA) + byte_i(CB)`` (unsigned) must stay <= 255.
 
 Not modelled by this ISA: predication and divergence, special registers other than the thread
 index, uniform registers and constant banks (kernel parameters are pre-set registers),
@@ -68,7 +67,7 @@ IMM = -2  # reads the instruction's immediate
 SHF_R_HI, SHF_R_LO, SHF_L_LO, SHF_L_HI = range(4)
 
 # --- byte-lane checks (CHECK column) ----------------------------------------------------------
-CHECK_NONE, CHECK_MAD_U8, CHECK_ADD_U8, CHECK_ADD_S8 = range(4)
+CHECK_NONE, CHECK_MAD_U8, CHECK_ADD_U8 = range(3)
 
 # --- LOP3 truth tables: inputs A = 0xF0, B = 0xCC, C = 0xAA -----------------------------------
 LUT_A, LUT_B, LUT_C = 0xF0, 0xCC, 0xAA
@@ -311,25 +310,25 @@ class ProgramBuilder:
             raise ValueError(f"store width must be 32, 64 or 128 bits; got {width}")
         return self.emit(STS, -1, int(address), int(source), RZ, offset, width)
 
-    def vadd4(self, a, b, dst=None, check=CHECK_ADD_S8):
+    def vadd4(self, a, b, dst=None):
         """QServe's per-byte add ``__vadd4(a, b)``, expanded to the 5 instructions ptxas emits
         for it on sm_90a (CUDA 13.0, read from ``cuobjdump -sass``)::
 
             t0 = a & 0x7F7F7F7F              LOP3 0xc0
             t1 = b & 0x7F7F7F7F              LOP3 0xc0
-            t2 = 0x80808080 & (b ^ a)        LOP3 0x48   (the bit 7 of each lane, carry-less)
-            t3 = t0 + t1                     IADD3       (no lane carries: each lane <= 254)
+            t2 = 0x80808080 & (b ^ a)        LOP3 0x48   (bit 7 of each lane, carry-less)
+            t3 = t0 + t1                     IADD3       (each lane <= 254: no lane carries)
             dst = t3 ^ t2                    LOP3 0x3c
 
-        The final instruction carries the byte-lane check of the whole macro (sources a, b).
+        The IADD3 carries the byte-lane check: the tracing executor confirms that vadd4 never
+        carries across lanes (each lane wraps modulo 256 on its own instead).
         """
         low7 = Imm(0x7F7F7F7F)
         t0 = self.and_(a, low7)
         t1 = self.and_(b, low7)
         t2 = self.lop3(b, Imm(0x80808080), a, LUT_B_AND_A_XOR_C)
-        t3 = self.iadd(t0, t1)
-        dst = self.reg() if dst is None else dst
-        return self.emit(LOP3, dst, t3, t2, RZ, 0, LUT_XOR, check, (a, b, RZ))
+        t3 = self.iadd(t0, t1, check=CHECK_ADD_U8)
+        return self.xor(t3, t2, dst)
 
     # --- result ---------------------------------------------------------------------------
     def build(self) -> Program:

@@ -128,13 +128,7 @@ def _lane_values(check, ca, cb, cc, out):
         byte_c = np.int64((cc >> shift) & np.uint64(0xFF))
         if check == 1:  # MAD_U8: byte_i(a) * b + byte_i(c), b a scalar
             out[i] = byte_a * np.int64(cb) + byte_c
-        elif check == 2:  # ADD_U8
-            out[i] = byte_a + byte_b
-        else:  # ADD_S8: signed bytes
-            if byte_a >= 128:
-                byte_a -= 256
-            if byte_b >= 128:
-                byte_b -= 256
+        else:  # ADD_U8
             out[i] = byte_a + byte_b
 
 
@@ -195,10 +189,7 @@ def _interpret(code, regs, shared, global_, tracing, faults, mem_address, lane_v
                 _lane_values(check, ca, cb, cc, values)
                 for j in range(4):
                     lane_value[i, lane, j] = values[j]
-                    if check == 3:
-                        carry[i, lane, j] = values[j] < -128 or values[j] > 127
-                    else:
-                        carry[i, lane, j] = values[j] > 255
+                    carry[i, lane, j] = values[j] > 255
                     byte = np.int64((result >> np.uint64(8 * j)) & np.uint64(0xFF))
                     corrupt[i, lane, j] = byte != (values[j] & 0xFF)
             if result > np.uint64(0xFFFFFFFF):
@@ -215,8 +206,8 @@ class Trace:
         program: the program that ran.
         mem_address: int64 [n_instr, lanes], the byte address each lane accessed (-1: none).
         lane_value: int64 [n_instr, lanes, 4], exact byte-lane values of checked instructions.
-        carry: bool [n_instr, lanes, 4], the lane value left its byte (unsigned > 255, or for
-            ``CHECK_ADD_S8`` outside [-128, 127]).
+        carry: bool [n_instr, lanes, 4], the lane value left its byte (> 255): in a 32-bit
+            register the excess carries into the next lane.
         corrupt: bool [n_instr, lanes, 4], the 32-bit result's byte differs from the lane value
             modulo 256 (a carry from the lane below arrived).
     """

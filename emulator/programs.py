@@ -153,7 +153,8 @@ def qoq_dequant_program(use_vadd4: bool = True) -> Program:
 
     Inputs: ``P``, ``s_lo``/``s_hi`` (the group steps), ``Z_lo``/``Z_hi`` (the scaled zero
     point ``(-z * s) & 0xFF`` broadcast to 4 bytes). Output bytes are ``(q4 - z) * s`` modulo 256
-    per lane: a value outside [-128, 127] wraps inside its lane (``CHECK_ADD_S8`` flags it).
+    per lane: a value outside [-128, 127] wraps inside its lane (no carry crosses lanes; the
+    weight is wrong all the same).
     ``use_vadd4=False`` uses one 32-bit IADD: then lanes carry into each other (``CHECK_ADD_U8``).
     """
 
