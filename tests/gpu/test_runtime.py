@@ -1,0 +1,221 @@
+"""gpu.runtime: source lookup, targets, cache keys and argument checks (on the CPU), then
+compile_module and device_array on a GPU."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from gpu import runtime
+
+# --- sources and targets (CPU) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["", "../liquidref/constants.py", "kernels/quantize_act.cu", 3])
+def test_kernel_path_wants_a_bare_file_name(bad):
+    with pytest.raises(ValueError, match="bare file name"):
+        runtime.kernel_path(bad)
+
+
+def test_kernel_path_names_the_available_sources():
+    with pytest.raises(FileNotFoundError, match="w4a8_mma_sync.cu"):
+        runtime.kernel_path("nope.cu")
+
+
+def test_included_headers_are_followed_recursively():
+    assert runtime.included_headers("w4a8_mma_sync.cu") == ["common.cuh", "liquidref_constants.cuh"]
+
+
+def test_source_archs():
+    assert runtime.source_archs("w4a8_mma_sync.cu") == ("sm_80", "sm_90a")
+    assert runtime.source_archs("quantize_act.cu") == ("sm_80", "sm_90a")
+
+
+@pytest.mark.parametrize(
+    ("capability", "arch"), [((9, 0), "sm_90a"), ((8, 0), "sm_80"), ((8, 9), "sm_89"), ((12, 0), "sm_120")]
+)
+def test_arch_for_capability(capability, arch):
+    assert runtime.arch_for_capability(*capability) == arch
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)])
+def test_portable_source_runs_on_sm80_and_newer(capability):
+    assert runtime.check_source_runs_on("w4a8_mma_sync.cu", *capability) == runtime.arch_for_capability(*capability)
+
+
+def test_portable_source_refuses_older_devices():
+    with pytest.raises(RuntimeError, match="sm_75"):
+        runtime.check_source_runs_on("w4a8_mma_sync.cu", 7, 5)
+
+
+@pytest.fixture
+def kernels_copy(tmp_path, monkeypatch):
+    """A private copy of gpu/kernels that a test may edit."""
+    copy = tmp_path / "kernels"
+    shutil.copytree(runtime.KERNELS_DIR, copy)
+    monkeypatch.setattr(runtime, "KERNELS_DIR", copy)
+    return copy
+
+
+def test_hopper_only_source_refuses_other_devices(kernels_copy):
+    (kernels_copy / "hopper_only.cu").write_text("// nvcc-arch: sm_90a\n__global__ void k() {}\n")
+    assert runtime.check_source_runs_on("hopper_only.cu", 9, 0) == "sm_90a"
+    for capability in [(8, 0), (8, 9), (10, 0), (12, 0)]:
+        with pytest.raises(RuntimeError, match="Hopper-only"):
+            runtime.check_source_runs_on("hopper_only.cu", *capability)
+
+
+def test_source_without_arch_line_is_refused(kernels_copy):
+    (kernels_copy / "bare.cu").write_text("__global__ void k() {}\n")
+    with pytest.raises(ValueError, match="nvcc-arch"):
+        runtime.source_archs("bare.cu")
+
+
+def test_nvrtc_options():
+    opts = runtime.nvrtc_options("sm_90a", ("-DX=1",))
+    assert opts == ("-std=c++17", f"-I{runtime.KERNELS_DIR}", "--gpu-architecture=sm_90a", "-DX=1")
+    with pytest.raises(ValueError, match="chosen from the device"):
+        runtime.nvrtc_options("sm_90a", ("-arch=sm_80",))
+    with pytest.raises(ValueError, match="sm_90a"):
+        runtime.nvrtc_options("compute_90", ())
+    with pytest.raises(TypeError):
+        runtime.nvrtc_options("sm_80", (3,))
+
+
+def test_cache_key_follows_source_headers_options_and_arch(kernels_copy):
+    key = runtime.source_key("w4a8_mma_sync.cu", (), "sm_90a")
+    assert key == runtime.source_key("w4a8_mma_sync.cu", (), "sm_90a")
+    assert key != runtime.source_key("w4a8_mma_sync.cu", ("-DX",), "sm_90a")
+    assert key != runtime.source_key("w4a8_mma_sync.cu", (), "sm_80")
+    assert key != runtime.source_key("w4a8_mma_sync.cu", (), "sm_90a", ("liquidref::w4a8_mma_sync_kernel<1>",))
+    header = kernels_copy / "liquidref_constants.cuh"  # included through common.cuh
+    header.write_text(header.read_text() + "\n// edited\n")
+    assert key != runtime.source_key("w4a8_mma_sync.cu", (), "sm_90a")
+
+
+@pytest.mark.skipif(not runtime.nvrtc_available(), reason="libnvrtc is not installed")
+def test_compile_cubin_lowers_name_expressions():
+    names = ("liquidref::w4a8_mma_sync_kernel<1>", "liquidref::w4a8_mma_sync_kernel<4>")
+    cubin, lowered = runtime.compile_cubin("w4a8_mma_sync.cu", names, arch="sm_80")
+    assert cubin.startswith(b"\x7fELF")
+    assert set(lowered) == set(names)
+    assert all(name.startswith("_ZN9liquidref20w4a8_mma_sync_kernel") for name in lowered.values())
+    assert lowered[names[0]] != lowered[names[1]]
+
+
+@pytest.mark.skipif(not runtime.nvrtc_available(), reason="libnvrtc is not installed")
+def test_compile_cubin_reports_compile_errors(kernels_copy):
+    (kernels_copy / "broken.cu").write_text("// nvcc-arch: sm_80\n__global__ void k() { undeclared(); }\n")
+    with pytest.raises(RuntimeError, match="undeclared"):
+        runtime.compile_cubin("broken.cu", arch="sm_80")
+
+
+# --- CuPy and device checks without a GPU (CPU) --------------------------------------------
+
+
+def test_require_gpu_without_cupy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    with pytest.raises(RuntimeError, match="needs CuPy"):
+        runtime.require_gpu()
+    assert not runtime.gpu_available()
+
+
+def test_import_gpu_does_not_import_cupy():
+    import subprocess
+
+    code = "import sys, gpu, gpu.api, gpu.runtime; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+GOOD = dict(
+    dtype="float16",
+    shape=(4, 64),
+    c_contiguous=True,
+    pointer=0x1000,
+    device_id=0,
+    expected_dtype="float16",
+    expected_shape=(None, 64),
+    contiguous=True,
+    alignment=16,
+    expected_device=0,
+)
+
+
+def test_check_array_accepts_good_arguments():
+    runtime.check_array("X", **GOOD)
+    runtime.check_array("X", **{**GOOD, "c_contiguous": False, "contiguous": False})
+    runtime.check_array("X", **{**GOOD, "pointer": 0x1001, "alignment": 1})
+    runtime.check_array("X", **{**GOOD, "expected_shape": None, "shape": (1, 2, 3)})
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"dtype": "float32"}, TypeError, "X must have dtype float16; got float32"),
+        ({"shape": (4, 32)}, ValueError, r"shape \(any, 64\); got \(4, 32\)"),
+        ({"shape": (4, 64, 1)}, ValueError, r"shape \(any, 64\)"),
+        ({"c_contiguous": False}, ValueError, "C-contiguous"),
+        ({"pointer": 0x1008}, ValueError, "16-byte aligned"),
+        ({"device_id": 1}, ValueError, "device 1; expected the current device 0"),
+    ],
+)
+def test_check_array_errors_say_what_was_expected(change, error, message):
+    with pytest.raises(error, match=message):
+        runtime.check_array("X", **{**GOOD, **change})
+
+
+def test_to_caller_leaves_non_torch_results_alone():
+    y = np.zeros(3)
+    assert runtime.to_caller(y, like=np.ones(2)) is y
+
+
+# --- on a GPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_compile_module_is_cached_and_finds_name_expressions(cp):
+    names = ("liquidref::quantize_act_kernel<false>", "liquidref::quantize_act_kernel<true>")
+    module = runtime.compile_module("quantize_act.cu", names)
+    assert isinstance(module, cp.RawModule)
+    assert runtime.compile_module("quantize_act.cu", names) is module
+    for name in names:
+        assert module.get_function(name) is not None
+    assert module.arch == runtime.arch_for_capability(*runtime.device_capability())
+
+
+@pytest.mark.gpu
+def test_device_array_accepts_and_rejects(cp):
+    x = cp.zeros((8, 64), cp.float16)
+    assert runtime.device_array("X", x, np.float16, (None, 64)) is x
+    with pytest.raises(TypeError, match="cupy.ndarray or a CUDA torch.Tensor; got numpy.ndarray"):
+        runtime.device_array("X", np.zeros((8, 64), np.float16), np.float16)
+    with pytest.raises(TypeError, match="dtype float16; got float32"):
+        runtime.device_array("X", x.astype(cp.float32), np.float16)
+    with pytest.raises(ValueError, match=r"shape \(any, 32\)"):
+        runtime.device_array("X", x, np.float16, (None, 32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        runtime.device_array("X", x[:, ::2], np.float16)
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        runtime.device_array("X", x.reshape(-1)[1:65].reshape(1, 64), np.float16)
+
+
+@pytest.mark.gpu
+def test_device_array_shares_torch_memory(torch_cuda):
+    torch = torch_cuda
+    t = torch.zeros((8, 64), dtype=torch.float16, device="cuda")
+    x = runtime.device_array("X", t, np.float16, (8, 64))
+    assert x.data.ptr == t.data_ptr()
+    x[0, 0] = 1.5
+    assert float(t[0, 0]) == 1.5
+    back = runtime.to_caller(x, like=t)
+    assert isinstance(back, torch.Tensor) and back.data_ptr() == t.data_ptr()
+    with pytest.raises(TypeError, match="CUDA tensor"):
+        runtime.device_array("X", t.cpu(), np.float16)
+    with pytest.raises(TypeError, match="torch.float32"):
+        runtime.device_array("X", t.float(), np.float16)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        runtime.device_array("X", t.t(), np.float16)
