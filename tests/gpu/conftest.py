@@ -66,7 +66,7 @@ def torch_cuda(cp):
     return torch
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def poisoned(cp):
     """``poisoned(shape, dtype)``: a device array filled with a recognizable never-written pattern."""
 
