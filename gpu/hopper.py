@@ -124,3 +124,12 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None) -> None
         ),
         shared_mem=shared_memory_bytes(config),
     )
+
+
+def _register() -> None:
+    from . import api
+
+    api.register_backend("hopper", run, is_available)
+
+
+_register()

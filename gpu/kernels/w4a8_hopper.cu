@@ -148,15 +148,30 @@ __device__ __forceinline__ void load_and_dequant(const unsigned char* codes, con
 // The stage's 2 * BPS wgmma k32 steps. X stage layout [BN/8][KS/16][8][16]: step j starts at
 // byte 256 j, its two k-adjacent core matrices are 128 bytes apart (leading byte offset) and
 // 8-token groups are KS * 8 bytes apart (stride byte offset).
-template <int BN, int KS>
-__device__ __forceinline__ void mma_stage(int (&acc)[BN / 2], const unsigned (&a)[KS / 32][4],
+//
+// Small n: consecutive wgmmas on one accumulator form a dependent chain whose latency, not the
+// tensor core's throughput, would set the pace; step j therefore adds into accumulator set
+// j % CHAINS, and the sets are summed (exactly, in int32) after the k loop.
+template <int BN, int KS, int CHAINS>
+__device__ __forceinline__ void mma_stage(int (&acc)[CHAINS][BN / 2], const unsigned (&a)[KS / 32][4],
                                           unsigned x_stage) {
   wgmma_fence();
 #pragma unroll
   for (int j = 0; j < KS / 32; ++j) {
-    WgmmaS8<BN>::mma(acc, a[j], smem_descriptor(x_stage + 2 * CORE_MATRIX_BYTES * j, CORE_MATRIX_BYTES, KS * 8));
+    WgmmaS8<BN>::mma(acc[j % CHAINS], a[j],
+                     smem_descriptor(x_stage + 2 * CORE_MATRIX_BYTES * j, CORE_MATRIX_BYTES, KS * 8));
   }
   wgmma_commit();
+}
+
+// Independent accumulator sets per compute warpgroup: one per k32 step of a stage for n <= 32
+// (their registers are cheap there), one otherwise.
+#ifndef LIQUIDREF_ACC_CHAINS
+#define LIQUIDREF_ACC_CHAINS 0
+#endif
+template <int BN, int KS>
+__host__ __device__ constexpr int accumulator_chains() {
+  return LIQUIDREF_ACC_CHAINS > 0 ? LIQUIDREF_ACC_CHAINS : (BN <= 32 ? KS / 32 : 1);
 }
 
 __device__ __forceinline__ __half epilogue(int acc, float s1, float s_x) {
@@ -253,9 +268,13 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   const int cw = warpgroup - 1;
   if (cw >= active_warpgroups) return;
 
-  int acc[BN / 2];
+  constexpr int CHAINS = accumulator_chains<BN, KS>();
+  static_assert((KS / 32) % CHAINS == 0, "each accumulator set gets the same k32 steps per stage");
+  int chains[CHAINS][BN / 2];
 #pragma unroll
-  for (int i = 0; i < BN / 2; ++i) acc[i] = 0;
+  for (int c = 0; c < CHAINS; ++c)
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) chains[c][i] = 0;
   unsigned a0[KS / 32][4], a1[KS / 32][4];  // two A-register buffers: stage it uses a[it % 2]
 
   auto step = [&](int it, unsigned (&a)[KS / 32][4]) {
@@ -264,7 +283,7 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
     const unsigned char* stage_base = smem + BARRIER_REGION_BYTES + s * C::STAGE_BYTES;
     load_and_dequant<C::BPS>(stage_base + cw * C::BPS * BLOCK_BYTES,
                              stage_base + C::CODES_BYTES + cw * C::BPS * META_BYTES_PER_BLOCK, thread, a);
-    mma_stage<BN, KS>(acc, a, stage_x(s));
+    mma_stage<BN, KS, CHAINS>(chains, a, stage_x(s));
     wgmma_wait<1>();  // the previous stage's wgmmas are done: its smem and A buffer are free
     if (it > 0 && thread == 0) mbarrier_arrive(empty_bar + 8 * ((it - 1) % STAGES));
   };
@@ -276,7 +295,15 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   }
   if (it < n_stages) step(it, a0);
   wgmma_wait<0>();
-  fence_registers(acc);
+  int acc[BN / 2];
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) acc[i] = 0;
+#pragma unroll
+  for (int c = 0; c < CHAINS; ++c) {
+    fence_registers(chains[c]);
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] += chains[c][i];  // partial sums: exact in int32
+  }
 
   // ---------------- epilogue ----------------
   // accumulator register i of thread (warp, lane):
