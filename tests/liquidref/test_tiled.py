@@ -21,6 +21,7 @@ from liquidref.fragments import (
     wgmma_b_address,
 )
 from liquidref.layout import PackedWeight, code_position
+import liquidref.tiled as lr_tiled
 from liquidref.tiled import KERNEL_DATAFLOW, tiled_accumulate, tiled_gemm, unpack_nibbles
 from liquidref.tiling import WGMMA_S8_N, TileConfig
 
@@ -244,3 +245,12 @@ def test_property_rejects_mutant(name):
 
 def test_property_accepts_the_kernel_layout():
     run_property(KERNEL_DATAFLOW, lr.pack_weight)  # the mutant runs above fail only by mutation
+
+
+def test_demo_section_agrees_and_writes_figures(tmp_path):
+    lines = lr_tiled.demo_section(tmp_path)
+    text = "\n".join(lines)
+    assert "equal to the oracle's: True" in text
+    assert "M = 150 for W4A8" in text and "M = 300 for W8A8" in text
+    for name in ("tiled_timeline.png", "tiled_knee.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
