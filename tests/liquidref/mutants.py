@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
 
 import liquidref as lr
 from liquidref.constants import (
@@ -235,3 +237,27 @@ ALL_MUTANTS = (
     + EPILOGUE_MUTANTS
     + (MATMUL_FLOAT32, ACTIVATION_FLOOR)
 )
+
+
+# --- running a property against an implementation -----------------------------------------
+
+# Runs of a property against a mutant only need to fail: no shrinking, no example database.
+MUTANT_RUN = settings(database=None, phases=[Phase.generate], report_multiple_bugs=False)
+
+
+def run_property(check: Callable, strategy, impl: Impl) -> None:
+    """Run ``check(impl, example)`` for examples of ``strategy`` under the active profile."""
+
+    @given(strategy)
+    def run(example):
+        check(impl, example)
+
+    if impl is not REAL:
+        run = MUTANT_RUN(run)
+    run()
+
+
+def assert_mutant_rejected(check: Callable, strategy, impl: Impl) -> None:
+    """The property must find a counterexample for the mutant (an AssertionError)."""
+    with pytest.raises(AssertionError):
+        run_property(check, strategy, impl)

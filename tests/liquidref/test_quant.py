@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import liquidref as lr
@@ -39,30 +39,9 @@ from liquidref.constants import (
 from liquidref.testing import activations, assert_bit_exact, liquidquant_weights, weight_matrices
 
 from . import mutants as mt
+from .mutants import assert_mutant_rejected
 
 LEVEL1_SLACK = Q8_LIMIT * 2.0**-23  # float32 rounding of W / s1 (values up to 119)
-
-# Runs of a property against a mutant only need to fail: no shrinking, no example database.
-MUTANT_RUN = settings(database=None, phases=[Phase.generate], report_multiple_bugs=False)
-
-
-def run_property(check, strategy, impl) -> None:
-    """Run ``check(impl, example)`` for examples of ``strategy`` under the active profile."""
-
-    @given(strategy)
-    def run(example):
-        check(impl, example)
-
-    if impl is not mt.REAL:
-        run = MUTANT_RUN(run)
-    run()
-
-
-def assert_mutant_rejected(check, strategy, impl) -> None:
-    """The property must find a counterexample for the mutant."""
-    with pytest.raises(AssertionError):
-        run_property(check, strategy, impl)
-
 
 # --- the checks ---------------------------------------------------------------------------
 
