@@ -299,8 +299,8 @@ def draw_timelines(traces: list[Trace], path, title: str = "", max_stages: int =
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(len(traces), 1, figsize=(11, 1.2 + 1.1 * sum(len(t.lanes()) for t in traces) / 2),
-                             squeeze=False)
+    lane_count = sum(len(t.lanes()) for t in traces)
+    fig, axes = plt.subplots(len(traces), 1, figsize=(11, 1.2 + 0.55 * lane_count), squeeze=False)
     horizon = max(max((e.end for e in t.events if e.stage < max_stages), default=0) for t in traces)
     for ax, trace in zip(axes[:, 0], traces):
         lanes = trace.lanes()
@@ -310,7 +310,8 @@ def draw_timelines(traces: list[Trace], path, title: str = "", max_stages: int =
             y = len(lanes) - 1 - lanes.index(e.lane)
             shade = 0.55 if e.warpgroup == 1 else 1.0
             ax.broken_barh([(e.start * 1e6, (e.end - e.start) * 1e6)], (y - 0.4, 0.8),
-                           facecolors=_COLORS[e.kind], alpha=shade, edgecolor="white", linewidth=0.5)
+                           facecolors=_COLORS[e.kind], alpha=shade, edgecolor="white",
+                           linewidth=0.5)
             if e.end - e.start > 0.04 * horizon:
                 label = f"{e.stage}" if e.warpgroup is None else f"{e.stage}.{e.warpgroup}"
                 ax.text((e.start + e.end) / 2 * 1e6, y, label, ha="center", va="center", fontsize=7)

@@ -25,9 +25,12 @@ results in the accumulator registers (``fragments.wgmma_accumulator_fragment``, 
 H200). The epilogue's own copy of that formula is (``Dataflow.store_fragment``): in the kernel it
 is separate code, and a store map that disagrees with the hardware is a bug to catch.
 
-Padding: row blocks past N and blocks past K are all-zero bytes (they dequantize to -128, not
-0); the activations past M and past K are zero (as a TMA copy fills them), so the padding adds
-nothing to any stored element and rows/tokens outside the output are never stored.
+Padding: row blocks past N and blocks past K are all-zero bytes here (they dequantize to -128,
+not 0), activations past M and past K are zero, so the padding adds nothing to any stored
+element, and rows/tokens outside the output are never stored. The CUDA kernel instead skips a
+warpgroup whose rows lie past N, leaves stale activations past M (masked at the store) and
+requires K % k_per_stage == 0; the stored output is the same. This reference also runs a
+partial last stage (K not a multiple of k_per_stage), which the kernel's launcher refuses.
 """
 
 from __future__ import annotations
@@ -152,7 +155,9 @@ def _index_maps(config: TileConfig, flow: Dataflow) -> _Maps:
 def _check_inputs(x_i8, packed, config) -> tuple[np.ndarray, TileConfig]:
     x_i8 = v.as_matrix("x_i8", x_i8, (np.int8,))
     if not isinstance(packed, PackedWeight):
-        raise TypeError(f"packed must be a PackedWeight (see pack_weight); got {type(packed).__name__}")
+        raise TypeError(
+            f"packed must be a PackedWeight (see pack_weight); got {type(packed).__name__}"
+        )
     if x_i8.shape[1] != packed.k:
         raise ValueError(f"x_i8 has K = {x_i8.shape[1]} columns but the weight has K = {packed.k}")
     if packed.k > MAX_EXACT_K:
@@ -210,8 +215,10 @@ def _accumulate_padded(x_i8: np.ndarray, packed: PackedWeight, config: TileConfi
                 row_tiles, cw, bps, THREADS_PER_WARPGROUP, BYTES_PER_THREAD
             ).view("<u4")  # [RT, CW, BPS, 128, 4]
             lo, hi = flow.unpack(words)
-            deq_lo = dequant_word(lo, smem_meta[..., s_lo][..., None], smem_meta[..., a_lo][..., None])
-            deq_hi = dequant_word(hi, smem_meta[..., s_hi][..., None], smem_meta[..., a_hi][..., None])
+            step_lo, offset_lo = smem_meta[..., s_lo, None], smem_meta[..., a_lo, None]
+            step_hi, offset_hi = smem_meta[..., s_hi, None], smem_meta[..., a_hi, None]
+            deq_lo = dequant_word(lo, step_lo, offset_lo)  # IMAD + XOR, rows r
+            deq_hi = dequant_word(hi, step_hi, offset_hi)  # rows r + 8
             # Word p feeds k32 step p // 2: register 2 (p % 2) from lo, 2 (p % 2) + 1 from hi.
             a_regs = np.empty((row_tiles, cw, bps, THREADS_PER_WARPGROUP, STEPS_PER_BLOCK, 4),
                               np.dtype("<u4"))

@@ -61,7 +61,8 @@ def test_stage_costs_follow_the_cost_model():
     sm = H100.num_sms
     assert costs.load == pytest.approx(128 * 128 / 2 / (H100.hbm_bytes_per_s / sm))
     assert costs.mma == pytest.approx(2 * 64 * 64 * 128 / (H100.int8_tensor_ops_per_s / sm))
-    assert costs.dequant == pytest.approx(LQQ_ALPHA * 64 * 128 / (H100.cuda_int32_ops_per_s / sm / 2))
+    per_wg_cuda = H100.cuda_int32_ops_per_s / sm / 2
+    assert costs.dequant == pytest.approx(LQQ_ALPHA * 64 * 128 / per_wg_cuda)
     with_meta = stage_costs(CONFIG, H100, 4, LQQ_ALPHA, count_metadata=True)
     assert with_meta.load == pytest.approx(costs.load * (1 + 1 / 16))
     with pytest.raises(ValueError, match="positive"):

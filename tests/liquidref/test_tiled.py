@@ -217,7 +217,8 @@ MUTANTS = {
     "descriptor: k32 step start off by one core matrix": (
         replace(KERNEL_DATAFLOW, stage_descriptor=_start_off_by_one_core_matrix), lr.pack_weight),
     "descriptor: stride byte offset short by one core matrix": (
-        replace(KERNEL_DATAFLOW, stage_descriptor=_stride_short_by_one_core_matrix), lr.pack_weight),
+        replace(KERNEL_DATAFLOW, stage_descriptor=_stride_short_by_one_core_matrix),
+        lr.pack_weight),
     "epilogue: accumulator register pair bits swapped": (
         replace(KERNEL_DATAFLOW, store_fragment=_pair_bits_swapped), lr.pack_weight),
     # the fragment map of the A operand
