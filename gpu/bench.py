@@ -346,12 +346,12 @@ class Budget:
     ``clock`` is injectable (tests pass a fake); ``None`` seconds means no limit.
     """
 
-    def __init__(self, max_seconds: float | None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, max_seconds: float | None, clock: Callable[[], float] | None = None):
         if max_seconds is not None and max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive; got {max_seconds}")
         self.max_seconds = max_seconds
-        self.clock = clock
-        self.start = clock()
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
 
     def elapsed(self) -> float:
         """Seconds since the budget started."""
@@ -410,26 +410,26 @@ def run_plan(plan: list[Case], measurer, budget: Budget, progress=None, checkpoi
             stopped = f"time budget of {budget.max_seconds:g} s spent"
         record = _base_record(case)
         if stopped is not None:
-            records.append({**record, "status": "skipped", "note": stopped})
-            continue
-        if progress is not None:
-            progress.set_postfix_str(f"{case.shape.label} M={case.m} {case.backend}")
-        try:
-            if case.kind == "ours" and (case.shape, case.backend) not in checked:
-                checked.add((case.shape, case.backend))
-                checks.append(_run_check(measurer, case.shape, case.backend))
-            unavailable = measurer.peer_unavailable(case.backend) if case.kind == "peer" else None
-            if unavailable:
-                record.update(status="unavailable", error=unavailable)
-            else:
-                record.update(status="ok", **measurer.measure(case))
-        except (Terminated, KeyboardInterrupt) as error:
-            stopped = f"interrupted ({type(error).__name__})"
             record.update(status="skipped", note=stopped)
-        except Unavailable as error:
-            record.update(status="unavailable", error=str(error))
-        except Exception as error:  # noqa: BLE001 - one failing case must not end the run
-            record.update(status="error", error=_short_error(error))
+        else:
+            if progress is not None:
+                progress.set_postfix_str(f"{case.shape.label} M={case.m} {case.backend}")
+            try:
+                if case.kind == "ours" and (case.shape, case.backend) not in checked:
+                    checked.add((case.shape, case.backend))
+                    checks.append(_run_check(measurer, case.shape, case.backend))
+                unavailable = measurer.peer_unavailable(case.backend) if case.kind == "peer" else None
+                if unavailable:
+                    record.update(status="unavailable", error=unavailable)
+                else:
+                    record.update(status="ok", **measurer.measure(case))
+            except (Terminated, KeyboardInterrupt) as error:
+                stopped = f"interrupted ({type(error).__name__})"
+                record.update(status="skipped", note=stopped)
+            except Unavailable as error:
+                record.update(status="unavailable", error=str(error))
+            except Exception as error:  # noqa: BLE001 - one failing case must not end the run
+                record.update(status="error", error=_short_error(error))
         records.append(record)
         if progress is not None:
             progress.update(1)
@@ -966,6 +966,7 @@ class GpuMeasurer:
             torch.cuda.caching_allocator_delete(pointer)
 
         try:
+            self._previous_allocator = cupy.cuda.get_allocator()
             self._allocator = cupy.cuda.memory.PythonFunctionAllocator(malloc, free)
             cupy.cuda.set_allocator(self._allocator.malloc)
         except Exception as error:  # noqa: BLE001 - graphs may then fail and fall back to eager
@@ -1206,8 +1207,8 @@ class GpuMeasurer:
         """``torch._weight_int4pack_mm`` (W4A16, group 128) on random packed codes."""
         torch = self.torch
         n, k = self.shape.n, self.shape.k
-        if "int4" in self.unavailable:
-            raise Unavailable(self.unavailable["int4"])
+        if "torch_int4" in self.unavailable:
+            raise Unavailable(self.unavailable["torch_int4"])
         packed = self.state.get("int4_packed")
         if packed is None:
             inner = next((t for t in (8, 4, 2) if k % (t * 16) == 0), None)
@@ -1241,11 +1242,11 @@ class GpuMeasurer:
                     f"_convert_weight_to_int4pack refused uint8 [N, K/2] ({_short_error(first, 120)}) "
                     f"and int32 [N, K] ({_short_error(second, 120)})"
                 )
-                self.unavailable["int4"] = message
+                self.unavailable["torch_int4"] = message
                 raise Unavailable(message) from second
 
     def peer_unavailable(self, peer: str) -> str | None:
-        return self.unavailable.get("int4") if peer == "torch_int4" else None
+        return self.unavailable.get(peer)
 
     def measure(self, case: Case) -> dict:
         """Time one case: median seconds per call and how it was timed."""
@@ -1302,9 +1303,13 @@ class GpuMeasurer:
         return result
 
     def close(self) -> None:
+        """Drop the device data, stop the prefetch thread, give CuPy its allocator back."""
         self.state = {}
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if getattr(self, "_previous_allocator", None) is not None:
+            self.cupy.cuda.set_allocator(self._previous_allocator)
+            self._previous_allocator = None
 
 
 # --- --build-only: compile each backend, check it, at every M, on a small shape ---------------------
@@ -1393,18 +1398,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _install_sigterm() -> None:
+def _install_sigterm():
     """SIGTERM (``timeout`` sends it) raises ``Terminated`` once; later ones are ignored so that
-    the outputs can still be written."""
+    the outputs can still be written. Returns the previous handler (None if not installed)."""
 
     def handler(signum, frame):  # noqa: ARG001
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated()
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
-        pass
+        return None
 
 
 def _progress(total: int):
@@ -1496,11 +1501,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"liquidref bench: {error}", file=sys.stderr)
         return 2
-    _install_sigterm()
+    previous_handler = _install_sigterm()
     try:
         result = run(args, measurer, budget, Path(args.out), meta, ours, peers)
     finally:
         measurer.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     written = write_outputs(result, Path(args.out), with_plot=not args.no_plot)
     if args.json:
         print(json.dumps(result, indent=1))

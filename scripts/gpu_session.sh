@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# One command on the GPU machine: install, versions, build, GPU tests, (sanitizer), benchmark,
+# then a short summary printed LAST. Run it from anywhere; it works in the repository root.
+#
+#   bash scripts/gpu_session.sh                          # everything (about 6-9 minutes)
+#   BENCH_ARGS="--quick" bash scripts/gpu_session.sh     # a 1-2 minute benchmark instead
+#   SKIP_TESTS=1 bash scripts/gpu_session.sh             # benchmark only
+#
+# Knobs (environment variables):
+#   BENCH_ARGS       extra options of `liquidref bench` (e.g. "--quick", "--shapes llama2-70b")
+#   SKIP_TESTS=1     leave out the GPU property tests
+#   SKIP_BENCH=1     leave out the benchmark
+#   SANITIZE=1       add a compute-sanitizer memcheck of every backend on a small shape
+#   SESSION_SECONDS  the whole session's budget (default 540; the device allows 600 per command):
+#                    the benchmark gets what is left, at most BENCH_SECONDS (default 360)
+#   TEST_SECONDS     time limit of the GPU tests (default 240)
+#   PYTHON           the interpreter (default python3, the one that holds torch on the device)
+#   OUT              output folder (the device sets it; default liquidref-out/session)
+#
+# Files under $OUT (6 at most): summary.txt, session.log, gpu-tests.log,
+# bench/bench.json, bench/bench.txt, bench/bench.png.
+# A failing step does not stop the later ones. If the install fails, the later steps run from
+# the source tree (PYTHONPATH). Exit status: 0 when every step that ran passed, else 1.
+
+set -u -o pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+OUT="${OUT:-$PWD/liquidref-out/session}"
+PY="${PYTHON:-python3}"
+SESSION_SECONDS="${SESSION_SECONDS:-540}"
+BENCH_SECONDS="${BENCH_SECONDS:-360}"
+TEST_SECONDS="${TEST_SECONDS:-240}"
+BENCH_ARGS="${BENCH_ARGS:-}"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+
+mkdir -p "$OUT/bench"
+rm -f "$OUT/summary.txt" "$OUT/session.log" "$OUT/gpu-tests.log" "$OUT"/bench/bench.*
+LOG="$OUT/session.log"
+: >"$LOG"
+
+STEPS=()   # one "name|status|seconds|detail" per step
+FAILED=0
+
+say() { echo "$@" | tee -a "$LOG"; }
+
+# finish_step NAME EXIT_CODE START_SECONDS [DETAIL]
+finish_step() {
+  local status="ok"
+  if [ "$2" -ne 0 ]; then
+    status="FAILED (exit $2)"
+    [ "$2" -eq 124 ] && status="FAILED (timed out)"
+    FAILED=1
+  fi
+  STEPS+=("$1|$status|$((SECONDS - $3))|${4:-}")
+}
+
+skip_step() { STEPS+=("$1|skipped|0|$2"); }
+
+# with_timeout SECONDS COMMAND...: SIGTERM after SECONDS, SIGKILL 15 s later (when `timeout` exists)
+with_timeout() {
+  local seconds="$1"
+  shift
+  if command -v timeout >/dev/null 2>&1; then
+    timeout -k 15 "$seconds" "$@"
+  else
+    "$@"
+  fi
+}
+
+# --- 1. install ------------------------------------------------------------------------------
+say "=== install (pip install --no-deps --no-build-isolation -e .)"
+start=$SECONDS
+"$PY" -m pip install --no-deps --no-build-isolation -q -e . >>"$LOG" 2>&1
+rc=$?
+detail=""
+if [ $rc -ne 0 ]; then
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  detail="pip failed (session.log); later steps run with PYTHONPATH=$PWD"
+  say "install failed: $detail"
+fi
+finish_step install $rc $start "$detail"
+
+# --- 2. device and versions ------------------------------------------------------------------
+say "=== device and versions"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  DEVICE="$(nvidia-smi -L 2>&1 | head -n 4 | tr '\n' ';')"
+else
+  DEVICE="nvidia-smi not found"
+fi
+say "$DEVICE"
+"$PY" - <<'PYTHON' 2>&1 | tee -a "$LOG"
+import platform
+print("python", platform.python_version())
+for name in ("torch", "cupy", "numpy", "numba", "hypothesis", "triton"):
+    try:
+        print(name, __import__(name).__version__)
+    except Exception as error:  # report, never stop the session
+        print(name, "unavailable:", error)
+try:
+    import torch
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        print("torch sees", p.name, "sm_%d%d" % (p.major, p.minor), p.multi_processor_count, "SMs,",
+              getattr(p, "L2_cache_size", "?"), "bytes of L2, CUDA", torch.version.cuda)
+    else:
+        print("torch sees no CUDA device")
+except Exception as error:
+    print("torch device query failed:", error)
+PYTHON
+
+# --- 3. build: compile every kernel once, check each backend at each M -----------------------
+say "=== build (python -m gpu.bench --build-only)"
+start=$SECONDS
+with_timeout 300 "$PY" -m gpu.bench --build-only 2>&1 | tee -a "$LOG"
+rc=$?
+finish_step build $rc $start "$(grep -E '^build: .* s in all' "$LOG" | tail -n 1 | sed 's/^build: //')"
+
+# --- 4. GPU property tests -------------------------------------------------------------------
+if [ "${SKIP_TESTS:-0}" = "1" ]; then
+  skip_step tests "SKIP_TESTS=1"
+else
+  say "=== GPU tests (pytest -m gpu tests/gpu -x -q, CI hypothesis profile, ${TEST_SECONDS} s limit)"
+  start=$SECONDS
+  CI=1 with_timeout "$TEST_SECONDS" "$PY" -m pytest -m gpu tests/gpu -x -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log"
+  rc=$?
+  counts="$(grep -E '[0-9]+ (passed|failed|error|errors|skipped|deselected)' "$OUT/gpu-tests.log" | tail -n 1 | tr -d '=' | sed 's/^ *//')"
+  [ $rc -eq 5 ] && counts="no tests collected"
+  finish_step tests $rc $start "$counts"
+fi
+
+# --- 5. compute-sanitizer (optional) ---------------------------------------------------------
+if [ "${SANITIZE:-0}" = "1" ]; then
+  SANITIZER="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+  if [ -z "$SANITIZER" ]; then
+    skip_step sanitize "compute-sanitizer not found"
+  else
+    say "=== compute-sanitizer memcheck (every backend, N=128 K=512, M 5,16,64)"
+    start=$SECONDS
+    with_timeout 300 "$SANITIZER" --tool memcheck --error-exitcode 99 --print-limit 20 \
+      "$PY" -m gpu.bench --build-only --shapes 128x512 --m 5,16,64 2>&1 | tee -a "$LOG"
+    rc=$?
+    finish_step sanitize $rc $start "$(grep -E 'ERROR SUMMARY' "$LOG" | tail -n 1)"
+  fi
+else
+  skip_step sanitize "SANITIZE=1 to run"
+fi
+
+# --- 6. benchmark ----------------------------------------------------------------------------
+if [ "${SKIP_BENCH:-0}" = "1" ]; then
+  skip_step bench "SKIP_BENCH=1"
+else
+  left=$((SESSION_SECONDS - SECONDS - 40)) # keep time for writing the outputs and the summary
+  budget=$((left < BENCH_SECONDS ? left : BENCH_SECONDS))
+  if [ "$budget" -lt 60 ]; then
+    skip_step bench "only ${left} s left of SESSION_SECONDS=${SESSION_SECONDS}"
+  else
+    say "=== benchmark (liquidref bench --max-seconds $budget $BENCH_ARGS)"
+    start=$SECONDS
+    # BENCH_ARGS is split into words on purpose.
+    # shellcheck disable=SC2086
+    with_timeout $((budget + 45)) "$PY" -m gpu.bench --out "$OUT/bench" --max-seconds "$budget" $BENCH_ARGS 2>&1 | tee -a "$LOG"
+    rc=$?
+    finish_step bench $rc $start "$(grep -E '^(INCOMPLETE|CORRECTNESS MISMATCH)' "$OUT/bench/bench.txt" 2>/dev/null | head -n 2 | tr '\n' ' ')"
+  fi
+fi
+
+# --- 7. summary, printed last ----------------------------------------------------------------
+{
+  echo "==================== liquidref GPU session ===================="
+  echo "device: $DEVICE"
+  echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC'), ${SECONDS} s"
+  printf '%-9s %-20s %5s  %s\n' step status sec detail
+  for entry in "${STEPS[@]}"; do
+    IFS='|' read -r name status seconds detail <<<"$entry"
+    printf '%-9s %-20s %5s  %s\n' "$name" "$status" "$seconds" "$detail"
+  done
+  if [ -f "$OUT/bench/bench.json" ]; then
+    echo
+    "$PY" -m gpu.bench --render-summary "$OUT/bench/bench.json" 2>&1
+  fi
+  echo
+  echo "files: $(cd "$OUT" && find . -type f | sort | tr '\n' ' ')"
+  if [ "$FAILED" -eq 0 ]; then echo "SESSION PASSED"; else echo "SESSION FAILED (see the steps above)"; fi
+} >"$OUT/summary.txt" 2>&1
+cat "$OUT/summary.txt"
+exit "$FAILED"
