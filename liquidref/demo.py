@@ -151,11 +151,13 @@ def section_layer(out_dir: Path, ctx: DemoContext) -> list[str]:
     centered = W - W.mean()
     kurtosis = float(np.mean(centered**4) / np.mean(centered**2) ** 2)
     n, k = W.shape
+    shown = ", ".join(map(str, ctx.outlier_columns[:8]))
+    if ctx.outlier_columns.size > 8:
+        shown += " ..."
     return [
         f"weight W: float16 [{n}, {k}], Student-t(5) entries, std {W.std():.4f}, "
         f"max |W| {np.abs(W).max():.3f}, kurtosis {kurtosis:.1f} (Gaussian: 3)",
-        f"  {ctx.outlier_columns.size} outlier input channels (x8): columns "
-        f"{', '.join(map(str, ctx.outlier_columns[:8]))}{' ...' if ctx.outlier_columns.size > 8 else ''}",
+        f"  {ctx.outlier_columns.size} outlier input channels (x8): columns {shown}",
         f"activations X: float16 [{ctx.activations.shape[0]}, {k}], Gaussian with 0.5% outlier "
         "channels (x20)",
     ]
@@ -208,7 +210,10 @@ def section_schemes(out_dir: Path, ctx: DemoContext) -> list[str]:
     error_path = _save(fig, out_dir, "weight_error_histogram.png", ctx)
 
     fig, ax = _figure()
-    steps = {"lqq-g64 (s, group 64)": ctx.quantized("lqq-g64").s, "qoq-g128 (s, group 128)": ctx.quantized("qoq-g128").s}
+    steps = {
+        "lqq-g64 (s, group 64)": ctx.quantized("lqq-g64").s,
+        "qoq-g128 (s, group 128)": ctx.quantized("qoq-g128").s,
+    }
     largest = max(int(s.max()) for s in steps.values())
     values = np.arange(1, largest + 1)
     width = 0.4
@@ -238,8 +243,9 @@ def section_gemm(out_dir: Path, ctx: DemoContext) -> list[str]:
     seconds = time.perf_counter() - start
     # spot check of the int32 accumulators against int64 brute force on some output features
     rows = slice(0, min(n, 128))
-    w_i8 = (w.q4.astype(np.int64) * np.repeat(w.s, w.group_size, axis=1) + np.repeat(w.a, w.group_size, axis=1)
-            - OFFSET_BIAS)[rows]
+    s = np.repeat(w.s[rows].astype(np.int64), w.group_size, axis=1)
+    a = np.repeat(w.a[rows].astype(np.int64), w.group_size, axis=1)
+    w_i8 = w.q4[rows].astype(np.int64) * s + a - OFFSET_BIAS  # the dequant's spec
     acc = x_i8.astype(np.int64) @ w_i8.T
     expected = (acc.astype(np.float32) * (w.s1[rows][None, :] * s_x[:, None])).astype(np.float16)
     exact = np.array_equal(y[:, rows].view(np.uint16), expected.view(np.uint16))
@@ -255,7 +261,9 @@ def section_gemm(out_dir: Path, ctx: DemoContext) -> list[str]:
     spread = float(np.sqrt(np.mean(reference**2)))
     for name, scheme in SCHEMES.items():
         out = scheme.linear(X, ctx.quantized(name)).astype(np.float64)
-        lines.append(f"{name:<16}{_relative_rms(reference, out):>21.4f}{_sqnr_db(reference, out):>9.2f}")
+        lines.append(
+            f"{name:<16}{_relative_rms(reference, out):>21.4f}{_sqnr_db(reference, out):>9.2f}"
+        )
         relative = (out - reference).ravel() / spread
         counts, edges = np.histogram(relative, bins=np.linspace(-1.0, 1.0, 161))
         ax.stairs(np.maximum(counts, 0.1), edges, label=name)
@@ -288,8 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Quantize a realistic LLM layer with LiquidQuant, QoQ, RTN and W8, print "
         "a comparison table, run the W4A8 oracle GEMM, and write figures.",
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"figure folder (default ./{DEFAULT_OUT})")
-    parser.add_argument("--quick", action="store_true", help=f"a smaller layer ({QUICK.n} x {QUICK.k}, M={QUICK.m})")
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"figure folder (default ./{DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smaller layer ({QUICK.n} x {QUICK.k}, M={QUICK.m}) instead of "
+        f"{FULL.n} x {FULL.k}, M={FULL.m}",
+    )
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,5 +316,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {title}")
         for line in section(out_dir, ctx):
             print(line)
-    print(f"\n{len(ctx.figures)} figures in {out_dir.resolve()}; {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    print(f"\n{len(ctx.figures)} figures in {out_dir.resolve()}; {seconds:.1f} s")
     return 0

@@ -77,7 +77,8 @@ def test_qoq_matches_the_reference_procedure_by_hand():
 
 @given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
 def test_vadd4_adds_bytes_modulo_256(x, y):
-    expected = bytes((a + b) & 0xFF for a, b in zip(x.to_bytes(4, "little"), y.to_bytes(4, "little")))
+    x_bytes, y_bytes = x.to_bytes(4, "little"), y.to_bytes(4, "little")
+    expected = bytes((a + b) & 0xFF for a, b in zip(x_bytes, y_bytes))
     assert int(bl.vadd4(x, y)).to_bytes(4, "little") == expected
 
 
@@ -210,11 +211,11 @@ def test_int8_schemes_use_the_exact_gemm_and_contract_epilogue(X):
     W = (np.random.default_rng(3).standard_normal((24, 256))).astype(np.float32)
     x_i8, s_x = lr.quantize_activation(X)
     qoq = bl.SCHEMES["qoq-g128"].quantize(W)
-    assert_bit_exact(
-        bl.SCHEMES["qoq-g128"].linear(X, qoq), gemm_int8(x_i8, s_x, bl.qoq_dequantize_int8(qoq), qoq.s1)
-    )
+    expected = gemm_int8(x_i8, s_x, bl.qoq_dequantize_int8(qoq), qoq.s1)
+    assert_bit_exact(bl.SCHEMES["qoq-g128"].linear(X, qoq), expected)
     w8 = bl.SCHEMES["w8-per-channel"].quantize(W)
-    assert_bit_exact(bl.SCHEMES["w8-per-channel"].linear(X, w8), gemm_int8(x_i8, s_x, w8.w_i8, w8.s1))
+    expected = gemm_int8(x_i8, s_x, w8.w_i8, w8.s1)
+    assert_bit_exact(bl.SCHEMES["w8-per-channel"].linear(X, w8), expected)
 
 
 def test_rtn_linear_is_float32_matmul_rounded_once(layer):

@@ -54,6 +54,7 @@ def test_max_exact_k_is_the_largest_k_without_int32_overflow():
 
 def test_block_layout_numbers_fit_together():
     assert c.BLOCK_K == c.GROUP_SIZE == 2 * c.MMA_K
-    assert c.BLOCK_BYTES == c.BLOCK_ROWS * c.BLOCK_K // 2 == c.THREADS_PER_WARPGROUP * c.BYTES_PER_THREAD
+    assert c.BLOCK_BYTES == c.BLOCK_ROWS * c.BLOCK_K // 2  # two 4-bit codes per byte
+    assert c.BLOCK_BYTES == c.THREADS_PER_WARPGROUP * c.BYTES_PER_THREAD  # one LDS.128 each
     assert c.META_BYTES_PER_BLOCK == 2 * c.BLOCK_ROWS  # one (s, a) byte pair per row
     assert c.QOQ_GROUP_SIZE == 2 * c.GROUP_SIZE

@@ -65,7 +65,8 @@ def test_scheme_table_has_a_row_per_scheme(quick_run):
 
 def test_qoq_without_protective_range_overflows_on_the_demo_layer(quick_run):
     _, text, _ = quick_run
-    match = re.search(r"protective range .*: (\d+) of (\d+) weights leave int8 \(headroom (-?\d+)\)", text)
+    pattern = r"protective range .*: (\d+) of (\d+) weights leave int8 \(headroom (-?\d+)\)"
+    match = re.search(pattern, text)
     assert match and int(match[1]) > 0 and int(match[3]) < 0
 
 

@@ -181,7 +181,8 @@ def test_assert_bit_exact_passes_equal_bytes_including_nan():
 def test_assert_bit_exact_tells_where_and_how_it_differs():
     a = np.array([[1.0, 0.0]], dtype=np.float16)
     b = np.array([[1.0, -0.0]], dtype=np.float16)
-    with pytest.raises(AssertionError, match=r"1 of 2 elements differ; first at \(0, 1\).*0x0000.*0x8000"):
+    expected_message = r"1 of 2 elements differ; first at \(0, 1\).*0x0000.*0x8000"
+    with pytest.raises(AssertionError, match=expected_message):
         assert_bit_exact(a, b, "y")
     with pytest.raises(AssertionError, match="dtype float32, expected float16"):
         assert_bit_exact(a.astype(np.float32), a)

@@ -40,7 +40,8 @@ def test_quantizers_name_the_first_non_finite_row(quantize, bad):
     W = weight()
     W[2, 5] = bad
     W[3, 0] = np.nan
-    with pytest.raises(ValueError, match=r"W must be finite; row 2 holds (nan|inf|-inf) at column 5"):
+    message = r"W must be finite; row 2 holds (nan|inf|-inf) at column 5"
+    with pytest.raises(ValueError, match=message):
         quantize(W)
 
 
@@ -118,10 +119,15 @@ def test_linear_refuses_another_schemes_weight(name):
 
 @pytest.mark.parametrize(
     "quantize, group_size",
-    [(lr.quantize_weight, GROUP_SIZE), (bl.quantize_qoq, QOQ_GROUP_SIZE), (bl.quantize_rtn, GROUP_SIZE)],
+    [
+        (lr.quantize_weight, GROUP_SIZE),
+        (bl.quantize_qoq, QOQ_GROUP_SIZE),
+        (bl.quantize_rtn, GROUP_SIZE),
+    ],
 )
 def test_k_must_be_a_multiple_of_the_group_size(quantize, group_size):
-    with pytest.raises(ValueError, match=f"K = 100 must be a positive multiple of the group size {group_size}"):
+    message = f"K = 100 must be a positive multiple of the group size {group_size}"
+    with pytest.raises(ValueError, match=message):
         quantize(weight(2, 100))
     with pytest.raises(ValueError, match="K = 0 must be a positive multiple"):
         quantize(weight(2, 0))
@@ -134,7 +140,10 @@ def test_qoq_needs_k_multiple_of_128_not_64():
 
 @pytest.mark.parametrize("quantize", [lr.quantize_weight, bl.quantize_qoq, bl.quantize_rtn])
 def test_group_size_argument_is_checked(quantize):
-    for bad, error in [(0, ValueError), (6, ValueError), (-64, ValueError), (1.5, TypeError), (True, TypeError)]:
+    bad_values = [
+        (0, ValueError), (6, ValueError), (-64, ValueError), (1.5, TypeError), (True, TypeError)
+    ]
+    for bad, error in bad_values:
         with pytest.raises(error, match="group_size must be"):
             quantize(weight(), bad)
 
@@ -180,9 +189,10 @@ def test_liquidquant_weight_refuses_bad_fields():
     with pytest.raises(ValueError, match=r"s must have shape \(N, K/group_size\)"):
         dataclasses.replace(good, s=good.s[:, :1])
     with pytest.raises(ValueError, match="within one byte"):
-        dataclasses.replace(
-            good, q4=np.full_like(good.q4, 15), s=np.full_like(good.s, 16), a=np.full_like(good.a, 16)
+        overflowing = dict(
+            q4=np.full_like(good.q4, 15), s=np.full_like(good.s, 16), a=np.full_like(good.a, 16)
         )
+        dataclasses.replace(good, **overflowing)
     with pytest.raises(ValueError, match="s1 must be finite and positive"):
         dataclasses.replace(good, s1=np.zeros_like(good.s1))
     with pytest.raises(TypeError, match="s1 must have dtype float32"):
