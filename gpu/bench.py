@@ -853,43 +853,79 @@ def write_outputs(result: dict, out_dir: Path, with_plot: bool = True) -> dict:
 
 # --- random weights (CPU) --------------------------------------------------------------------------
 
+BYTE_VALUES = np.iinfo(np.uint8).max + 1  # 256
+
+
+def random_steps_offsets(rng, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Random level-2 steps s (uniform 1..16) and offsets a (uniform in
+    ``[OFFSET_BIAS - Q8_LIMIT, 255 - 15 s]``: a group minimum the quantizer could give, and
+    ``q4 * s + a`` within one byte for every code), both uint8 of ``shape``."""
+    s = rng.integers(1, STEP_MAX + 1, size=shape, dtype=np.uint8)
+    low = OFFSET_BIAS - Q8_LIMIT
+    high = (BYTE_VALUES - 1) - Q4_MAX * s.astype(np.int32)
+    a = (low + np.floor(rng.random(shape) * (high - low + 1))).astype(np.uint8)
+    return s, a
+
+
+def random_scales(rng, n: int) -> np.ndarray:
+    """Level-1 scales s1, uniform in [1e-4, 1e-3]: outputs stay far from fp16 overflow."""
+    return rng.uniform(1e-4, 1e-3, size=n).astype(np.float32)
+
+
+def random_packed_weight(n: int, k: int, seed: int):
+    """A random, valid weight [N, K] directly in the packed layout (``liquidref.PackedWeight``).
+
+    Every byte of packed codes is two 4-bit codes, so uniform random bytes are valid codes;
+    the metadata holds random (s, a) pairs (``random_steps_offsets``) at their even/odd bytes.
+    Nothing is quantized or packed, so a 57344 x 8192 weight takes a fraction of a second.
+    ``liquidref.unpack_weight`` turns it (or ``packed_row_blocks`` of it) into the
+    ``LiquidQuantWeight`` the oracle reads, which validates it.
+    """
+    from liquidref.layout import PackedWeight
+
+    rng = np.random.default_rng(seed)
+    blocks = (n // BLOCK_ROWS, k // BLOCK_K)
+    codes = rng.integers(0, BYTE_VALUES, size=(*blocks, BLOCK_BYTES), dtype=np.uint8)
+    s, a = random_steps_offsets(rng, (*blocks, META_BYTES_PER_BLOCK // 2))
+    meta = np.empty((*blocks, META_BYTES_PER_BLOCK), np.uint8)
+    meta[..., 0::2] = s  # byte pairs (s, a), one per row (liquidref.layout.meta_position)
+    meta[..., 1::2] = a
+    return PackedWeight(codes=codes, meta=meta, s1=random_scales(rng, n))
+
 
 def random_liquid_weight(n: int, k: int, seed: int):
-    """A random, valid ``LiquidQuantWeight`` [N, K] (group 64), made without quantizing anything.
-
-    Codes are uniform 0..15, steps s uniform 1..16, offsets a uniform in
-    ``[OFFSET_BIAS - Q8_LIMIT, 255 - 15 s]`` (a group minimum the quantizer could give, and
-    ``q4 * s + a`` within one byte), s1 uniform in [1e-4, 1e-3] (outputs stay far from fp16
-    overflow). Random codes are what the kernel must handle; no value is zero throughout.
-    """
+    """A random, valid ``LiquidQuantWeight`` [N, K] (group 64) with uniform codes 0..15 and
+    (s, a, s1) as in ``random_packed_weight``."""
     from liquidref.quant import LiquidQuantWeight
 
     rng = np.random.default_rng(seed)
-    groups = k // GROUP_SIZE
-    byte_max = np.iinfo(np.uint8).max
     q4 = rng.integers(0, Q4_MAX + 1, size=(n, k), dtype=np.uint8)
-    s = rng.integers(1, STEP_MAX + 1, size=(n, groups), dtype=np.uint8)
-    low = OFFSET_BIAS - Q8_LIMIT
-    high = byte_max - Q4_MAX * s.astype(np.int32)
-    a = (low + np.floor(rng.random((n, groups)) * (high - low + 1))).astype(np.uint8)
-    s1 = rng.uniform(1e-4, 1e-3, size=n).astype(np.float32)
-    return LiquidQuantWeight(q4=q4, s=s, a=a, s1=s1, group_size=GROUP_SIZE)
+    s, a = random_steps_offsets(rng, (n, k // GROUP_SIZE))
+    return LiquidQuantWeight(q4=q4, s=s, a=a, s1=random_scales(rng, n), group_size=GROUP_SIZE)
+
+
+def check_row_blocks(n: int, blocks: int = CHECK_COLUMN_BLOCKS) -> list[int]:
+    """The 64-row weight blocks the correctness check compares: first, middle and last of N."""
+    total = n // BLOCK_ROWS
+    return sorted({0, total // 2, total - 1} if blocks >= 3 else {0, total - 1})
 
 
 def check_columns(n: int, blocks: int = CHECK_COLUMN_BLOCKS) -> np.ndarray:
-    """Output columns the correctness check compares: 64-row weight blocks at the start, middle
-    and end of N (sorted, without repeats)."""
-    total = n // BLOCK_ROWS
-    picks = sorted({0, total // 2, total - 1} if blocks >= 3 else {0, total - 1})
-    return np.concatenate([np.arange(b * BLOCK_ROWS, (b + 1) * BLOCK_ROWS) for b in picks])
+    """Output columns of ``check_row_blocks`` (sorted, without repeats)."""
+    return np.concatenate([np.arange(b * BLOCK_ROWS, (b + 1) * BLOCK_ROWS) for b in check_row_blocks(n, blocks)])
 
 
-def weight_rows(w, rows: np.ndarray):
-    """The ``LiquidQuantWeight`` of a subset of output rows of ``w`` (each output column of the
-    GEMM depends only on its own weight row, so the oracle on the subset is exact)."""
-    from liquidref.quant import LiquidQuantWeight
+def packed_row_blocks(packed, row_blocks: list[int]):
+    """The ``PackedWeight`` of some 64-row blocks of ``packed`` (each output column of the GEMM
+    depends only on its own weight row, so the oracle on the subset is exact for its columns)."""
+    from liquidref.layout import PackedWeight
 
-    return LiquidQuantWeight(q4=w.q4[rows], s=w.s[rows], a=w.a[rows], s1=w.s1[rows], group_size=w.group_size)
+    rows = np.concatenate([np.arange(b * BLOCK_ROWS, (b + 1) * BLOCK_ROWS) for b in row_blocks])
+    return PackedWeight(
+        codes=np.ascontiguousarray(packed.codes[row_blocks]),
+        meta=np.ascontiguousarray(packed.meta[row_blocks]),
+        s1=np.ascontiguousarray(packed.s1[rows]),
+    )
 
 
 def compare_fp16(ours: np.ndarray, reference: np.ndarray) -> dict:
@@ -940,18 +976,15 @@ class GpuMeasurer:
         self.notes: list[str] = []
         self._use_torch_allocator()
         self.stream = torch.cuda.Stream()
-        self.cupy_stream = cupy.cuda.ExternalStream(self.stream.cuda_stream)
+        self.cupy_stream = self._cupy_view_of(self.stream)
         props = torch.cuda.get_device_properties(0)
         self.l2_bytes = int(getattr(props, "L2_cache_size", 0) or 0)
         if not self.l2_bytes:
             self.l2_bytes = FALLBACK_L2_BYTES
             self.notes.append(f"L2 size not reported; assumed {FALLBACK_L2_BYTES} bytes")
         self.shape: Shape | None = None
-        self.order: list[Shape] = []
         self.state: dict = {}
         self.unavailable: dict[str, str] = {}
-        self._pending = None  # (shape, future) of the next shape's CPU weight
-        self._executor = None
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -971,6 +1004,18 @@ class GpuMeasurer:
             cupy.cuda.set_allocator(self._allocator.malloc)
         except Exception as error:  # noqa: BLE001 - graphs may then fail and fall back to eager
             self.notes.append(f"CuPy kept its own memory pool ({_short_error(error)})")
+
+    def _cupy_view_of(self, stream):
+        """The torch stream as a CuPy stream (``Stream.from_external`` where CuPy has it)."""
+        cupy = self.cupy
+        try:
+            return cupy.cuda.Stream.from_external(stream)
+        except (AttributeError, TypeError):  # older CuPy, or a torch stream without the protocol
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return cupy.cuda.ExternalStream(stream.cuda_stream)
 
     def on_stream(self):
         """Context: torch's and CuPy's current stream is the side stream."""
@@ -1064,19 +1109,6 @@ class GpuMeasurer:
 
     # -- per shape ---------------------------------------------------------------------------------
 
-    def set_order(self, shapes: list[Shape]) -> None:
-        """The shapes in run order; the next one's CPU weight is made while one is timed."""
-        self.order = list(shapes)
-        if self.order:
-            self._prefetch(self.order[0])
-
-    def _prefetch(self, shape: Shape) -> None:
-        import concurrent.futures
-
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._pending = (shape, self._executor.submit(random_liquid_weight, shape.n, shape.k, self._shape_seed(shape)))
-
     def _shape_seed(self, shape: Shape) -> int:
         return (self.seed * 1_000_003 + shape.n * 131 + shape.k) % 2**31
 
@@ -1086,14 +1118,7 @@ class GpuMeasurer:
         self.state = {}
         self.shape = None
         self.torch.cuda.empty_cache()
-        if self._pending and self._pending[0] == shape:
-            w = self._pending[1].result()
-            self._pending = None
-        else:
-            w = random_liquid_weight(shape.n, shape.k, self._shape_seed(shape))
-        if shape in self.order and self.order.index(shape) + 1 < len(self.order):
-            self._prefetch(self.order[self.order.index(shape) + 1])
-        self.state["w"] = w
+        self.state["packed"] = random_packed_weight(shape.n, shape.k, self._shape_seed(shape))
         self.shape = shape
 
     def _generator(self, salt: int):
@@ -1109,7 +1134,7 @@ class GpuMeasurer:
 
     def _our_weights(self) -> list:
         if "dw" not in self.state:
-            dw = self.api.upload(self.state["w"])
+            dw = self.api.upload(self.state["packed"])
             copies = rotation_copies(our_weight_bytes(self.shape.n, self.shape.k), self.l2_bytes)
             self.state["dw"] = [dw] + [self._clone(dw) for _ in range(copies - 1)]
         return self.state["dw"]
@@ -1127,6 +1152,7 @@ class GpuMeasurer:
         """Our ``backend`` on ``check_m`` random tokens against ``liquidref.w4a8_linear``, on
         ``check_columns`` of the output: fp16 bytes must be equal."""
         from liquidref.gemm import w4a8_linear
+        from liquidref.layout import unpack_weight
 
         with self.on_stream():
             self._set_shape(shape)
@@ -1135,7 +1161,7 @@ class GpuMeasurer:
             y = self.cupy.asnumpy(self.api.linear(self.cupy.from_dlpack(X), dws[0], backend=backend))
             x_host = X.cpu().numpy()
         cols = check_columns(shape.n)
-        reference = w4a8_linear(x_host, weight_rows(self.state["w"], cols))
+        reference = w4a8_linear(x_host, unpack_weight(packed_row_blocks(self.state["packed"], check_row_blocks(shape.n))))
         result = compare_fp16(np.ascontiguousarray(y[:, cols]), reference)
         nonfinite = int((~np.isfinite(y)).sum())
         if nonfinite:
@@ -1303,10 +1329,8 @@ class GpuMeasurer:
         return result
 
     def close(self) -> None:
-        """Drop the device data, stop the prefetch thread, give CuPy its allocator back."""
+        """Drop the device data and give CuPy its allocator back."""
         self.state = {}
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
         if getattr(self, "_previous_allocator", None) is not None:
             self.cupy.cuda.set_allocator(self._previous_allocator)
             self._previous_allocator = None
@@ -1441,7 +1465,6 @@ def run(args: argparse.Namespace, measurer, budget: Budget, out_dir: Path | None
         "seed": args.seed,
     }
     base = {"schema": SCHEMA_VERSION, "meta": meta, "config": config}
-    measurer.set_order(list(dict.fromkeys(case.shape for case in plan)))
     base["ceilings"] = measurer.measure_ceilings()
 
     def checkpoint(partial: dict) -> None:

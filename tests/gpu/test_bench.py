@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import gpu.bench as bench
 from liquidref.constants import BLOCK_BYTES, BLOCK_K, BLOCK_ROWS, META_BYTES_PER_BLOCK
 from liquidref.gemm import w4a8_linear
-from liquidref.layout import pack_weight
+from liquidref.layout import pack_weight, unpack_weight
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu_session.sh"
@@ -264,14 +264,10 @@ class FakeMeasurer:
         self.unavailable = {}
         self.notes = ["fake measurer"]
         self.calls = []
-        self.order = None
         self.closed = False
 
     def meta(self):
         return {"device": "Fake H100", "our_backends_available": ["hopper", "mma_sync"]}
-
-    def set_order(self, shapes):
-        self.order = list(shapes)
 
     def measure_ceilings(self):
         return {"copy_bytes_per_s": 3.0e12, "peak_ops_per_s": 1.5e15, "errors": {}}
@@ -481,7 +477,6 @@ def test_main_end_to_end_with_a_fake_device(monkeypatch, tmp_path, capsys):
     assert "summary (geometric mean over shapes)" in out and "bench: wrote" in out
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["complete"] and result["meta"]["device"] == "Fake H100"
-    assert [s.label for s in measurer.order] == ["llama3-8b:o"]
     assert {r["backend"] for r in result["records"]} == {"hopper", "mma_sync", *bench.PEERS}
 
 
@@ -559,13 +554,27 @@ def test_check_columns_sample_first_middle_last_blocks():
     assert np.all(np.diff(cols) > 0)
 
 
-def test_oracle_on_a_row_subset_equals_those_columns_of_the_full_oracle():
-    w = bench.random_liquid_weight(256, 512, seed=7)
+def test_random_packed_weight_is_valid_and_has_our_byte_count():
+    packed = bench.random_packed_weight(192, 640, seed=5)
+    assert packed.nbytes == bench.our_weight_bytes(192, 640)
+    w = unpack_weight(packed)  # LiquidQuantWeight checks q4 * s + a <= 255 and the ranges
+    assert np.array_equal(pack_weight(w).codes, packed.codes)
+    assert np.array_equal(pack_weight(w).meta, packed.meta)
+    assert w.q4.max() == 15 and w.q4.min() == 0 and w.s.max() == 16 and w.a.min() >= 9
+
+
+def test_oracle_on_row_blocks_equals_those_columns_of_the_full_oracle():
+    packed = bench.random_packed_weight(256, 512, seed=7)
     X = np.random.default_rng(0).standard_normal((5, 512)).astype(np.float16)
+    blocks = bench.check_row_blocks(256)
+    assert blocks == [0, 2, 3]
+    full = w4a8_linear(X, unpack_weight(packed))
+    part = w4a8_linear(X, unpack_weight(bench.packed_row_blocks(packed, blocks)))
     cols = bench.check_columns(256)
-    full = w4a8_linear(X, w)
-    part = w4a8_linear(X, bench.weight_rows(w, cols))
     assert np.array_equal(full[:, cols].view(np.uint16), part.view(np.uint16))
+    # a wrong subset (the neighbouring blocks) does not match: the test can fail
+    wrong = w4a8_linear(X, unpack_weight(bench.packed_row_blocks(packed, [1, 2, 3])))
+    assert not np.array_equal(full[:, cols].view(np.uint16), wrong.view(np.uint16))
 
 
 # --- the session script -----------------------------------------------------------------------------
