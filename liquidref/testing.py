@@ -116,10 +116,12 @@ def weight_matrices(
         kinds: the base distributions to choose from (see ``WEIGHT_KINDS``).
 
     Generates:
-        ``np.ndarray`` [N, K] of ``dtype``, every value finite, magnitudes between about 1e-6
-        and 1e4 (float32 values are never subnormal unless they are 0), with, each drawn
-        independently: a few outlier input channels (columns scaled by 10..100), one huge spike,
-        all-zero rows, and constant groups (one value, possibly 0, over a whole group).
+        ``np.ndarray`` [N, K] of ``dtype``, every value finite (float16 values are clipped to
+        +-65504; float32 values are never subnormal unless 0). A base distribution from
+        ``WEIGHT_KINDS`` at a drawn scale (1e-6, for float16 1e-4, up to 1e2), then, each drawn
+        independently: a few outlier input channels (columns scaled by 10..100), one huge
+        spike (up to 1000x the scale), all-zero rows, and constant groups (one value, possibly
+        0, over a whole group).
 
     Example:
         ``weight_matrices(4, 128, dtype=np.float16)`` draws float16 [4, 128] weights.
