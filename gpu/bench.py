@@ -956,8 +956,9 @@ def compare_fp16(ours: np.ndarray, reference: np.ndarray) -> dict:
 class GpuMeasurer:
     """Times our backends and the peers on one CUDA device (torch + CuPy).
 
-    All device work runs on one side stream (torch's current stream and CuPy's, through an
-    ``ExternalStream``), so nothing races and CUDA graphs capture our CuPy launches too. CuPy
+    All device work runs on one side stream (torch's current stream and, through
+    ``Stream.from_external``, CuPy's), so nothing races and CUDA graphs capture our CuPy
+    launches too. CuPy
     allocates through torch's caching allocator, so arrays made while a graph is captured come
     from the graph's private pool.
     """
@@ -1345,14 +1346,22 @@ def build_only(ms: list[int], ours: list[str] | None, shape: tuple[int, int], se
     Uses CuPy only (no torch), so it also serves as the small case of compute-sanitizer.
     Returns 0 when every check is bit-exact, else 1.
     """
-    import cupy
-
     import gpu.api as api
     from liquidref.gemm import w4a8_linear
 
+    try:
+        cupy = api.runtime.require_gpu()
+        backends = ours or api.available_backends()
+    except RuntimeError as error:
+        print(f"build: {error}", file=sys.stderr)
+        return 2
+    if not backends:
+        print(f"build: no backend can run here (registered: {api.registered_backends()})", file=sys.stderr)
+        return 1
     n, k = shape
-    backends = ours or api.available_backends()
-    print(f"build: backends {backends} on N={n}, K={k}, M in {ms}; device {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    print(f"build: backends {backends} on N={n}, K={k}, M in {ms}; device {name}")
     t0 = time.perf_counter()
     w = random_liquid_weight(n, k, seed)
     dw = api.upload(w)
@@ -1372,7 +1381,7 @@ def build_only(ms: list[int], ours: list[str] | None, shape: tuple[int, int], se
                 seconds, verdict = time.perf_counter() - start, {"ok": False, "detail": _short_error(error)}
             failures += not verdict["ok"]
             rows.append([backend, str(m), f"{seconds:.2f}", "ok" if verdict["ok"] else "FAIL: " + verdict["detail"]])
-    print(_table(["backend", "M", "first call s", "bit-exact vs oracle"], rows, markdown=False))
+    print(_table(["backend", "M", "first call s (compile incl.)", "bit-exact vs oracle"], rows, markdown=False))
     print(f"build: {time.perf_counter() - t0:.1f} s in all; {failures} failures")
     return 1 if failures else 0
 

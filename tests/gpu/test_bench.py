@@ -15,7 +15,6 @@ import math
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -575,6 +574,72 @@ def test_oracle_on_row_blocks_equals_those_columns_of_the_full_oracle():
     # a wrong subset (the neighbouring blocks) does not match: the test can fail
     wrong = w4a8_linear(X, unpack_weight(bench.packed_row_blocks(packed, [1, 2, 3])))
     assert not np.array_equal(full[:, cols].view(np.uint16), wrong.view(np.uint16))
+
+
+# --- --build-only with a fake device (NumPy arrays standing in for CuPy) ------------------------------
+
+
+class _FakeCupy:
+    asarray = staticmethod(np.asarray)
+    asnumpy = staticmethod(np.asarray)
+
+    class cuda:  # noqa: N801 - mirrors cupy.cuda
+        class Device:
+            id = 0
+
+            def synchronize(self):
+                pass
+
+        class runtime:  # noqa: N801
+            @staticmethod
+            def getDeviceProperties(device_id):  # noqa: N802
+                return {"name": b"Fake H100"}
+
+
+def _fake_api(monkeypatch, linear):
+    import gpu.api as api
+
+    monkeypatch.setattr(api.runtime, "require_gpu", lambda: _FakeCupy)
+    monkeypatch.setattr(api, "available_backends", lambda: ["fake"])
+    monkeypatch.setattr(api, "upload", lambda w: w)
+    monkeypatch.setattr(api, "linear", linear)
+
+
+def test_build_only_reports_each_backend_and_m(monkeypatch, capsys):
+    _fake_api(monkeypatch, lambda X, w, backend: w4a8_linear(X, w))
+    assert bench.main(["--build-only", "--m", "1,5"]) == 0
+    out = capsys.readouterr().out
+    assert "device Fake H100" in out and "0 failures" in out and out.count(" ok") == 2
+
+
+def test_build_only_fails_on_a_one_ulp_error_or_an_exception(monkeypatch, capsys):
+    def off_by_one_ulp(X, w, backend):
+        y = w4a8_linear(X, w)
+        y.view(np.uint16)[-1, -1] ^= 1
+        return y
+
+    _fake_api(monkeypatch, off_by_one_ulp)
+    assert bench.main(["--build-only", "--m", "3", "--shapes", "128x256"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL: 1 of 384 fp16 values differ" in out and "N=128, K=256" in out
+
+    def launch_fails(X, w, backend):
+        raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    _fake_api(monkeypatch, launch_fails)
+    assert bench.main(["--build-only", "--m", "1"]) == 1
+    assert "CUDA_ERROR_ILLEGAL_ADDRESS" in capsys.readouterr().out
+
+
+def test_build_only_without_a_gpu(monkeypatch, capsys):
+    import gpu.api as api
+
+    def no_gpu():
+        raise RuntimeError("no usable CUDA device")
+
+    monkeypatch.setattr(api.runtime, "require_gpu", no_gpu)
+    assert bench.main(["--build-only"]) == 2
+    assert "no usable CUDA device" in capsys.readouterr().err
 
 
 # --- the session script -----------------------------------------------------------------------------
