@@ -36,7 +36,10 @@ def qoq_overflows(W: np.ndarray) -> bool:
 def test_qoq_with_protective_range_never_overflows(W):
     check_qoq_stays_in_int8(True, W)
     w = bl.quantize_qoq(W)
-    assert bl.qoq_int8_headroom(w) >= 1  # |exact| <= 119 + 8 = 127
+    # exact values lie in [min - s/2, max + s/2] within [-119 - 8, 119 + 8] = [-127, 127]
+    assert bl.qoq_int8_headroom(w) >= 0
+    exact = bl.qoq_dequantize_exact(w)
+    assert exact.min() >= -ACT_LIMIT and exact.max() <= ACT_LIMIT
 
 
 def test_qoq_without_protective_range_overflows_on_a_found_counterexample():
