@@ -656,20 +656,37 @@ def render_ceilings(result: dict) -> str:
 
 
 def render_status(result: dict) -> list[str]:
-    """Lines on what went wrong: mismatches, errors of ours, unavailable peers, an early stop."""
+    """Lines on what went wrong or is not as specified: mismatches, errors of ours, failing or
+    unavailable peers, eager timing (no graph), weights that stayed in L2, an early stop."""
     lines = []
     for c in mismatches(result):
-        lines.append(f"CORRECTNESS MISMATCH: {c['backend']} on {c['shape']}: {c.get('detail', '')}")
+        lines.append(f"CORRECTNESS {check_label(c)}: {c['backend']} on {c['shape']}: {c.get('detail', '')}")
     for r in our_errors(result):
         lines.append(f"ERROR: {r['backend']} {r['shape']} M={r['m']}: {r['error']}")
     for peer, error in (result.get("unavailable") or {}).items():
         lines.append(f"peer {peer} unavailable: {error}")
-    notes = sorted({r["note"] for r in result["records"] if r.get("note") and r["status"] == "ok"})
-    lines += [f"note: {note}" for note in notes]
+    records = result["records"]
+    for backend in dict.fromkeys(r["backend"] for r in records):
+        mine = [r for r in records if r["backend"] == backend]
+        failed = [r for r in mine if r["status"] == "error" and r["kind"] == "peer"]
+        if failed:
+            lines.append(f"peer {backend} failed in {len(failed)} cases, first: {failed[0]['error']}")
+        eager = [r for r in mine if r["status"] == "ok" and r.get("method") == "eager"]
+        if eager and result.get("config", {}).get("graphs", True):
+            lines.append(f"{backend}: {len(eager)} cases timed on eager launches: {eager[0].get('note', '')}")
+        cached = [r for r in mine if r["status"] == "ok" and r.get("l2_defeated") is False]
+        if cached:
+            lines.append(f"{backend}: in {len(cached)} cases the weight copies could stay in L2 (rotation capped)")
     if result.get("stopped"):
-        skipped = sum(r["status"] == "skipped" for r in result["records"])
+        skipped = sum(r["status"] == "skipped" for r in records)
         lines.append(f"INCOMPLETE: {result['stopped']}; {skipped} cases skipped")
     return lines
+
+
+def render_notes(result: dict) -> list[str]:
+    """The distinct notes of the timed cases (how each peer ran: padding, scales, ...)."""
+    notes = dict.fromkeys(r["note"] for r in result["records"] if r.get("note") and r["status"] == "ok")
+    return [f"note: {note}" for note in notes if "graph capture failed" not in note]
 
 
 def render_meta(result: dict) -> str:
@@ -695,6 +712,7 @@ def render_text(result: dict) -> str:
         "",
         f"correctness: {ok_checks} of {len(result.get('checks', []))} checks bit-exact",
         *render_status(result),
+        *render_notes(result),
         "",
         "summary (geometric mean over shapes)",
         render_summary(result),
@@ -727,6 +745,9 @@ def render_markdown(result: dict, plot_path: str | None = None) -> str:
     ]
     if plot_path:
         lines += [f"![Speed-up over cuBLAS bf16 per shape]({plot_path})", ""]
+    notes = render_notes(result)
+    if notes:
+        lines += ["How the peers ran:", ""] + [f"- {n.removeprefix('note: ')}" for n in notes] + [""]
     lines += [
         "### Our kernels, every shape",
         "",

@@ -417,6 +417,24 @@ def test_render_text_tables_and_status_lines():
     assert not result["complete"]
 
 
+def test_status_lines_name_peer_failures_eager_timing_and_cached_weights():
+    result = _result(FakeMeasurer(fail={"cublas_fp8"}))
+    raw = {k: v for k, v in result.items() if k not in ("summary", "complete")}
+    raw["config"] = {"graphs": True}
+    for r in raw["records"]:
+        if r["backend"] == "mma_sync" or (r["backend"] == "hopper" and r["m"] == 16):
+            r.update(method="eager", note="graph capture failed, eager launches timed (boom)")
+        if r["backend"] == "cublas_bf16" and r["m"] == 1:
+            r.update(l2_defeated=False, note="bf16 note")
+    lines = bench.render_status(bench.derive(raw))
+    assert any(line.startswith("peer cublas_fp8 failed in 4 cases, first: RuntimeError: launch failed") for line in lines)
+    assert any(line.startswith("hopper: 2 cases timed on eager launches: graph capture failed") for line in lines)
+    assert any(line.startswith("cublas_bf16: in 2 cases the weight copies could stay in L2") for line in lines)
+    notes = bench.render_notes(bench.derive(raw))
+    assert notes == ["note: bf16 note"]  # graph failures are warnings, not notes
+    assert "hopper*" in bench.render_ours_table(bench.derive(raw))
+
+
 def test_write_outputs_writes_json_text_and_plot(tmp_path):
     result = _result()
     written = bench.write_outputs(result, tmp_path / "out")
