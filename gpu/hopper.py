@@ -17,7 +17,8 @@ from liquidref.tiling import TileConfig, choose_tile_config
 from . import runtime
 
 SOURCE = "w4a8_hopper.cu"
-BARRIER_REGION_BYTES = 256  # must equal BARRIER_REGION_BYTES in the .cu (tested)
+from liquidref.tiling import ACT_GROUP_PAD_BYTES as X_GROUP_PAD  # noqa: E402 (tested against the .cu)
+from liquidref.tiling import BARRIER_REGION_BYTES  # noqa: E402 (tested against the .cu)
 THREADS_PER_WARPGROUP = 128
 
 
@@ -30,8 +31,8 @@ def kernel_name(config: TileConfig) -> str:
 
 
 def shared_memory_bytes(config: TileConfig) -> int:
-    """Dynamic shared memory of one CTA: the barrier region plus the stage ring."""
-    return BARRIER_REGION_BYTES + config.shared_memory_bytes
+    """Dynamic shared memory of one CTA (``TileConfig.shared_memory_bytes``)."""
+    return config.shared_memory_bytes
 
 
 def is_available() -> bool:

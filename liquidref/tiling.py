@@ -20,6 +20,11 @@ from .constants import BLOCK_BYTES, BLOCK_K, BLOCK_ROWS, META_BYTES_PER_BLOCK
 # the wgmma section, for the .s8/.u8 types).
 WGMMA_S8_N = (8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256)
 SHARED_MEMORY_LIMIT = 227 * 1024  # bytes of dynamic shared memory a Hopper CTA can opt into
+# The kernel's shared-memory extras beside the stage ring: its mbarriers (a 256-byte region) and
+# a pad between the 8-token activation groups of a stage (against bank conflicts of the wgmma B
+# reads). gpu/kernels/w4a8_hopper.cu holds the same values; tests/gpu/test_codegen.py checks them.
+BARRIER_REGION_BYTES = 256
+ACT_GROUP_PAD_BYTES = 16
 DEFAULT_NUM_SMS = 132  # H100 SXM and H200
 
 
@@ -69,13 +74,13 @@ class TileConfig:
 
     @property
     def activation_stage_bytes(self) -> int:
-        """int8 activations of one stage: tokens_per_cta x k_per_stage."""
-        return self.tokens_per_cta * self.k_per_stage
+        """int8 activations of one stage: tokens_per_cta x k_per_stage, plus the group pads."""
+        return self.tokens_per_cta * self.k_per_stage + (self.tokens_per_cta // 8) * ACT_GROUP_PAD_BYTES
 
     @property
     def shared_memory_bytes(self) -> int:
-        """Dynamic shared memory of the stage ring (barriers excluded)."""
-        return self.stages * (self.weight_stage_bytes + self.activation_stage_bytes)
+        """Dynamic shared memory of one CTA: the barrier region and the stage ring."""
+        return BARRIER_REGION_BYTES + self.stages * (self.weight_stage_bytes + self.activation_stage_bytes)
 
     def grid(self, m: int, n: int) -> tuple[int, int, int]:
         """CTAs along (weight rows, tokens, split-K) for an [M, K] x [N, K] problem."""
@@ -96,7 +101,7 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
 
     Decode (small M) takes the smallest wgmma n that covers M, so no token is padded beyond the
     next valid n; when there are fewer CTA tiles than SMs, split-K spreads K over more CTAs
-    (each keeping at least 4 stages of work). M = 0 gets the configuration of M = 1.
+    (each keeping enough stages of work). M = 0 gets the configuration of M = 1.
     """
     for name, value, low in (("m", m, 0), ("n", n, 1), ("k", k, 1), ("num_sms", num_sms, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -106,15 +111,23 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
         tokens = next(t for t in (8, 16, 32, 64, 128) if t >= m)
     else:
         tokens = 256 if m >= 1024 else 128
-    k_per_stage = 128 if k % 128 == 0 else 64
-    stage_bytes = 2 * (k_per_stage // BLOCK_K) * (BLOCK_BYTES + META_BYTES_PER_BLOCK)
-    stage_bytes += tokens * k_per_stage
-    stages = max(2, min(8, SHARED_MEMORY_LIMIT // stage_bytes))
+    # Measured on an H200 (docs/performance.md): 256-k stages stream decode weights best; the
+    # wide-n tiles keep 128-k stages so that enough of them fit in shared memory.
+    if tokens <= 64 and k % 256 == 0:
+        k_per_stage = 256
+    else:
+        k_per_stage = 128 if k % 128 == 0 else 64
+    probe = TileConfig(2, tokens, k_per_stage, 2, 1)
+    per_stage = (probe.shared_memory_bytes - BARRIER_REGION_BYTES) // 2
+    stages = max(2, min(8, (SHARED_MEMORY_LIMIT - BARRIER_REGION_BYTES) // per_stage))
     base = TileConfig(2, tokens, k_per_stage, stages, 1)
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles
     k_stages = -(-k // k_per_stage)
+    # Split-K only while each split keeps enough stages: its int32 partials cost atomics that
+    # grow with the tile's tokens (4 stages suffice for n <= 16, wider tiles need 32).
+    min_stages_per_split = 4 if tokens <= 16 else 32
     split = 1
     if tiles < num_sms:
-        split = max(1, min(num_sms // tiles, k_stages // 4))
+        split = max(1, min(num_sms // tiles, k_stages // min_stages_per_split))
     return TileConfig(2, tokens, k_per_stage, stages, split)
