@@ -39,6 +39,13 @@ def int32_matmul(x_i8: np.ndarray, w_i8: np.ndarray) -> np.ndarray:
             "accumulator cannot overflow"
         )
     acc = x_i8.astype(np.float64) @ w_i8.astype(np.float64).T
+    # -128 in both operands (outside the contract's ranges, but representable) can push a sum
+    # past int32 even for K <= MAX_EXACT_K; refuse rather than wrap.
+    if acc.size and np.abs(acc).max() > np.iinfo(np.int32).max:
+        raise ValueError(
+            "the int32 accumulator overflows: some |sum_k x * w| exceeds 2**31 - 1 "
+            "(int8 values of -128 are outside the W4A8 contract's ranges)"
+        )
     return acc.astype(np.int32)
 
 

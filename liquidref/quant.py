@@ -160,12 +160,15 @@ def quantize_rows_int8(W: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarra
         limit: the largest code magnitude (119 for LiquidQuant/QoQ, 127 for W8).
 
     Returns:
-        ``s1`` float32 [N] (``max|W[n]| / limit``, 1.0 for an all-zero row) and ``q8`` int32
-        [N, K] (``clip(rint(W / s1), -limit, limit)`` in float32).
+        ``s1`` float32 [N] (``max|W[n]| / limit``, 1.0 for an all-zero row, and at least the
+        smallest float32 subnormal, so a row of tiny subnormals does not get s1 = 0) and
+        ``q8`` int32 [N, K] (``clip(rint(W / s1), -limit, limit)`` in float32).
     """
     Wf = W.astype(np.float32)
     amax = np.abs(Wf).max(axis=1) if Wf.shape[1] else np.zeros(Wf.shape[0], np.float32)
-    s1 = np.where(amax > 0, amax / np.float32(limit), np.float32(1.0)).astype(np.float32)
+    tiny = np.finfo(np.float32).smallest_subnormal
+    s1 = np.where(amax > 0, np.maximum(amax / np.float32(limit), tiny), np.float32(1.0))
+    s1 = s1.astype(np.float32)
     q8 = np.clip(np.rint(Wf / s1[:, None]), -limit, limit).astype(np.int32)
     return s1, q8
 

@@ -140,13 +140,6 @@ def test_k_beyond_the_exact_range_is_refused():
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="gemm.py gap, reported to the lead: LiquidQuantWeight accepts a < 9 (a = 0 "
-    "dequantizes to -128), and with x = -127 at K = 133120 <= MAX_EXACT_K the accumulator "
-    "127 * 128 * K exceeds int32; int32_matmul casts the float64 sum to int32 silently "
-    "(-2**31) instead of raising",
-)
 def test_accumulator_overflow_is_refused_not_wrapped():
     k = MAX_EXACT_K - MAX_EXACT_K % GROUP_SIZE
     w = lr.LiquidQuantWeight(
