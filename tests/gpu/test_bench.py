@@ -15,6 +15,7 @@ import math
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -658,6 +659,251 @@ def test_build_only_without_a_gpu(monkeypatch, capsys):
     monkeypatch.setattr(api.runtime, "require_gpu", no_gpu)
     assert bench.main(["--build-only"]) == 2
     assert "no usable CUDA device" in capsys.readouterr().err
+
+
+# --- GpuMeasurer's logic with NumPy standing in for torch and CuPy --------------------------------------
+# The stand-ins implement only the calls GpuMeasurer makes, with NumPy; CUDA events report a fixed
+# 1 ms. They cannot show that the real APIs behave so; they show that the measurer's own logic (the
+# check's columns, the state per shape, the copies, the graph fallback, the records) is wired right.
+
+
+class _Tensor:
+    def __init__(self, a, dtype=None):
+        self.a = np.asarray(a)
+        self.dtype = dtype or str(self.a.dtype)
+
+    shape = property(lambda self: self.a.shape)
+
+    def _new(self, a, dtype=None):
+        return _Tensor(a, dtype or self.dtype)
+
+    def half(self):
+        return _Tensor(self.a.astype(np.float16))
+
+    def bfloat16(self):
+        return _Tensor(self.a.astype(np.float32), "bfloat16")
+
+    def to(self, dtype):
+        return _Tensor(self.a.astype(_DTYPES[dtype]), dtype)
+
+    def t(self):
+        return self._new(self.a.T)
+
+    def abs(self):
+        return self._new(np.abs(self.a))
+
+    def amax(self, dim, keepdim=False):
+        return self._new(self.a.max(axis=dim, keepdims=keepdim))
+
+    def round(self):
+        return self._new(np.rint(self.a))
+
+    def contiguous(self):
+        return self
+
+    def cpu(self):
+        return self
+
+    def numpy(self):
+        return self.a
+
+    def random_(self):
+        self.a[...] = np.random.default_rng(0).integers(0, 256, self.a.shape)
+        return self
+
+    def copy_(self, other):
+        self.a[...] = other.a
+        return self
+
+    def __setitem__(self, key, value):
+        self.a[key] = value.a
+
+    def __mul__(self, other):
+        return self._new(self.a * (other.a if isinstance(other, _Tensor) else other))
+
+    __rmul__ = __mul__
+
+    def __add__(self, other):
+        return self._new(self.a + other)
+
+    def __rtruediv__(self, other):
+        return self._new(other / self.a)
+
+
+FAKE_L2 = 256 * 1024  # small, so that the tiny shapes below rotate few copies
+_DTYPES = {"float16": np.float16, "bfloat16": np.float32, "float32": np.float32, "int8": np.int8,
+           "uint8": np.uint8, "int32": np.int32, "float8_e4m3fn": np.float16}
+
+
+class _Generator:
+    def __init__(self, device):
+        self.rng = np.random.default_rng(0)
+
+    def manual_seed(self, seed):
+        self.rng = np.random.default_rng(seed % 2**32)
+        return self
+
+
+class _Event:
+    def __init__(self, enable_timing):
+        self.recorded = False
+
+    def record(self, stream):
+        self.recorded = True
+
+    def elapsed_time(self, end):
+        assert self.recorded and end.recorded
+        return 1.0  # ms
+
+
+class _Context:
+    def __init__(self, on_enter=None):
+        self.on_enter = on_enter
+
+    def __enter__(self):
+        if self.on_enter:
+            self.on_enter()
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _fake_torch(graph_fails=False, int4_refused=False):
+    from types import SimpleNamespace as NS
+
+    def randn(*shape, device=None, generator=None, dtype="float32"):
+        return _Tensor(generator.rng.standard_normal(shape).astype(_DTYPES[dtype]), dtype)
+
+    def randint(low, high, size, device=None, generator=None, dtype="int64"):
+        return _Tensor(generator.rng.integers(low, high, size).astype(_DTYPES[dtype]), dtype)
+
+    def rand(*shape, device=None, generator=None):
+        return _Tensor(generator.rng.random(shape).astype(np.float32))
+
+    def graph(g, stream=None, capture_error_mode="global"):
+        def enter():
+            assert capture_error_mode == "relaxed" and stream is not None
+            if graph_fails:
+                raise RuntimeError("operation not permitted when stream is capturing")
+        return _Context(enter)
+
+    def scaled_mm(a, b, scale_a, scale_b, out_dtype=None, use_fast_accum=False):
+        return _Tensor(a.a.astype(np.float32) @ b.a.astype(np.float32), "bfloat16")
+
+    def convert_int4(codes, inner):
+        if int4_refused:
+            raise RuntimeError("_convert_weight_to_int4pack: expected int32")
+        n, half_k = codes.shape
+        return _Tensor(np.zeros((n // 8, 2 * half_k // (inner * 16), 32, inner // 2), np.int32))
+
+    def int4_mm(x, w, group, scales_zeros):
+        assert group == 128 and x.dtype == "bfloat16" and scales_zeros.dtype == "bfloat16"
+        return _Tensor(np.ones((x.shape[0], scales_zeros.shape[1]), np.float32), "bfloat16")
+
+    props = NS(name="Fake H100", multi_processor_count=132, L2_cache_size=FAKE_L2, total_memory=80 << 30, major=9, minor=0)
+    stream = NS(cuda_stream=1234, synchronize=lambda: None)
+    cuda = NS(
+        is_available=lambda: True, Stream=lambda: stream, get_device_properties=lambda i: props,
+        stream=lambda s: _Context(), Event=_Event, CUDAGraph=lambda: NS(replay=lambda: None), graph=graph,
+        synchronize=lambda: None, empty_cache=lambda: None, current_stream=lambda: stream,
+        caching_allocator_alloc=lambda size, device, stream: 0, caching_allocator_delete=lambda pointer: None,
+    )
+    return NS(
+        __version__="2.11.0+fake", version=NS(cuda="13.0"), cuda=cuda, Generator=_Generator,
+        randn=randn, randint=randint, rand=rand,
+        ones=lambda shape, device=None, dtype="float32": _Tensor(np.ones(shape, np.float32)),
+        empty=lambda n, dtype=None, device=None: _Tensor(np.zeros(n, _DTYPES[dtype]), dtype),
+        empty_like=lambda t: _Tensor(np.zeros_like(t.a), t.dtype),
+        cat=lambda ts, dim: _Tensor(np.concatenate([t.a for t in ts], axis=dim)),
+        nn=NS(functional=NS(linear=lambda x, w: _Tensor(x.a @ w.a.T, "bfloat16"))),
+        _int_mm=lambda a, b: _Tensor(a.a.astype(np.int32) @ b.a.astype(np.int32)),
+        _scaled_mm=scaled_mm, _weight_int4pack_mm=int4_mm,
+        ops=NS(aten=NS(_convert_weight_to_int4pack=convert_int4)),
+        float16="float16", bfloat16="bfloat16", float32="float32", int8="int8", uint8="uint8",
+        int32="int32", float8_e4m3fn="float8_e4m3fn",
+    )
+
+
+def _fake_cupy():
+    from types import SimpleNamespace as NS
+
+    stream = NS(ptr=1234, __enter__=None)
+    cuda = NS(
+        Stream=NS(from_external=lambda s: _Context()), get_current_stream=lambda: stream,
+        memory=NS(PythonFunctionAllocator=lambda malloc, free: NS(malloc=malloc)),
+        get_allocator=lambda: "cupy-pool", set_allocator=lambda allocator: None,
+    )
+    return NS(__version__="14.2.0+fake", ndarray=np.ndarray, cuda=cuda,
+              from_dlpack=lambda t: t.a, asnumpy=np.asarray)
+
+
+def _fake_gpu_api(monkeypatch):
+    from dataclasses import dataclass
+
+    import gpu.api as api
+    from liquidref.layout import PackedWeight
+
+    @dataclass(frozen=True)
+    class FakeDeviceWeight:
+        codes: np.ndarray
+        meta: np.ndarray
+        s1: np.ndarray
+        n: int
+        k: int
+
+    def linear(X, dw, backend="auto", check_finite=True):
+        y = w4a8_linear(X, unpack_weight(PackedWeight(dw.codes, dw.meta, dw.s1)))
+        if backend == "fake_wrong":
+            y.view(np.uint16)[0, 0] ^= 0x0001  # one ulp off in the first column: the check sees it
+        return y
+
+    monkeypatch.setattr(api, "available_backends", lambda: ["fake", "fake_wrong"])
+    monkeypatch.setattr(api, "upload", lambda p: FakeDeviceWeight(p.codes, p.meta, p.s1, p.n, p.k))
+    monkeypatch.setattr(api, "linear", linear)
+    monkeypatch.setattr(bench, "COPY_CEILING_BYTES", 4096)
+    monkeypatch.setattr(bench, "PEAK_GEMM_SIZE", 64)
+
+
+def _run_measurer(monkeypatch, tmp_path, argv, **fake):
+    monkeypatch.setitem(sys.modules, "torch", _fake_torch(**fake))
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    _fake_gpu_api(monkeypatch)
+    code = bench.main(argv + ["--out", str(tmp_path), "--no-plot"])
+    return code, json.loads((tmp_path / "bench.json").read_text())
+
+
+def test_gpu_measurer_logic_with_stand_ins(monkeypatch, tmp_path):
+    code, result = _run_measurer(monkeypatch, tmp_path, ["--shapes", "256x1024,128x512", "--m", "1,24"])
+    assert code == 1  # fake_wrong mismatches
+    checks = {(c["shape"], c["backend"]): c for c in result["checks"]}
+    assert checks[("custom:256x1024", "fake")]["ok"] and checks[("custom:256x1024", "fake")]["compared"] == 5 * 192
+    assert checks[("custom:128x512", "fake")]["compared"] == 5 * 128
+    wrong = checks[("custom:256x1024", "fake_wrong")]
+    assert not wrong["ok"] and wrong["mismatches"] == 1 and "[0, 0]" in wrong["detail"]
+    records = {(r["shape"], r["m"], r["backend"]): r for r in result["records"]}
+    assert all(r["status"] == "ok" and r["method"] == "graph" for r in records.values()), records
+    ours = records[("custom:256x1024", 1, "fake")]
+    copies = bench.rotation_copies(bench.our_weight_bytes(256, 1024), FAKE_L2)
+    assert ours["copies"] == copies and ours["time_s"] == pytest.approx(1e-3 / copies)
+    assert ours["l2_defeated"] and ours["reps"] == 50  # 1 ms a pass, 50 ms target
+    assert "24 rows" in records[("custom:256x1024", 1, "cublas_int8")]["note"]
+    assert "per-row scales" in records[("custom:256x1024", 1, "cublas_fp8")]["note"]
+    assert result["ceilings"]["copy_bytes_per_s"] == pytest.approx(2 * 4096 / 1e-3)
+    assert result["ceilings"]["peak_ops_per_s"] == pytest.approx(2 * 64**3 / 1e-3)
+    assert result["meta"]["device"] == "Fake H100" and result["meta"]["our_backends_available"] == ["fake", "fake_wrong"]
+
+
+def test_gpu_measurer_falls_back_to_eager_and_reports_unavailable_int4(monkeypatch, tmp_path):
+    argv = ["--shapes", "128x512", "--m", "1", "--backends", "fake,peers"]
+    code, result = _run_measurer(monkeypatch, tmp_path, argv, graph_fails=True, int4_refused=True)
+    assert code == 0
+    records = {r["backend"]: r for r in result["records"]}
+    assert records["fake"]["method"] == "eager" and "graph capture failed" in records["fake"]["note"]
+    assert records["torch_int4"]["status"] == "unavailable"
+    assert "_convert_weight_to_int4pack refused" in result["unavailable"]["torch_int4"]
+    text = (tmp_path / "bench.txt").read_text()
+    assert "fake: 1 cases timed on eager launches" in text and "peer torch_int4 unavailable" in text
 
 
 # --- the session script -----------------------------------------------------------------------------
