@@ -67,6 +67,20 @@ with_timeout() {
   fi
 }
 
+# logged FILE SECONDS COMMAND...: run with a time limit, output to the terminal and FILE;
+# returns the command's exit status and leaves its last output line in LAST_LINE
+STEP_OUTPUT="$(mktemp)"
+trap 'rm -f "$STEP_OUTPUT"' EXIT
+logged() {
+  local file="$1" seconds="$2" rc
+  shift 2
+  with_timeout "$seconds" "$@" 2>&1 | tee "$STEP_OUTPUT"
+  rc=$?
+  cat "$STEP_OUTPUT" >>"$file"
+  LAST_LINE="$(grep -v '^[[:space:]]*$' "$STEP_OUTPUT" | tail -n 1 | tr -d '\r' | cut -c 1-150)"
+  return $rc
+}
+
 # --- 1. install ------------------------------------------------------------------------------
 say "=== install (pip install --no-deps --no-build-isolation -e .)"
 start=$SECONDS
@@ -111,9 +125,9 @@ PYTHON
 # --- 3. build: compile every kernel once, check each backend at each M -----------------------
 say "=== build (python -m gpu.bench --build-only)"
 start=$SECONDS
-with_timeout 300 "$PY" -m gpu.bench --build-only 2>&1 | tee -a "$LOG"
+logged "$LOG" 300 "$PY" -m gpu.bench --build-only
 rc=$?
-finish_step build $rc $start "$(grep -E '^build: .* s in all' "$LOG" | tail -n 1 | sed 's/^build: //')"
+finish_step build $rc $start "$LAST_LINE"
 
 # --- 4. GPU property tests -------------------------------------------------------------------
 if [ "${SKIP_TESTS:-0}" = "1" ]; then
@@ -121,10 +135,14 @@ if [ "${SKIP_TESTS:-0}" = "1" ]; then
 else
   say "=== GPU tests (pytest -m gpu tests/gpu -x -q, CI hypothesis profile, ${TEST_SECONDS} s limit)"
   start=$SECONDS
-  CI=1 with_timeout "$TEST_SECONDS" "$PY" -m pytest -m gpu tests/gpu -x -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log"
+  CI=1 logged "$OUT/gpu-tests.log" "$TEST_SECONDS" "$PY" -m pytest -m gpu tests/gpu -x -q -p no:cacheprovider
   rc=$?
   counts="$(grep -E '[0-9]+ (passed|failed|error|errors|skipped|deselected)' "$OUT/gpu-tests.log" | tail -n 1 | tr -d '=' | sed 's/^ *//')"
   [ $rc -eq 5 ] && counts="no tests collected"
+  if [ $rc -eq 0 ] && ! echo "$counts" | grep -q passed; then
+    rc=1 # every GPU test skipped: the GPU was not usable from the tests
+    counts="no test passed: $counts"
+  fi
   finish_step tests $rc $start "$counts"
 fi
 
@@ -136,10 +154,10 @@ if [ "${SANITIZE:-0}" = "1" ]; then
   else
     say "=== compute-sanitizer memcheck (every backend, N=128 K=512, M 5,16,64)"
     start=$SECONDS
-    with_timeout 300 "$SANITIZER" --tool memcheck --error-exitcode 99 --print-limit 20 \
-      "$PY" -m gpu.bench --build-only --shapes 128x512 --m 5,16,64 2>&1 | tee -a "$LOG"
+    logged "$LOG" 300 "$SANITIZER" --tool memcheck --error-exitcode 99 --print-limit 20 \
+      "$PY" -m gpu.bench --build-only --shapes 128x512 --m 5,16,64
     rc=$?
-    finish_step sanitize $rc $start "$(grep -E 'ERROR SUMMARY' "$LOG" | tail -n 1)"
+    finish_step sanitize $rc $start "$(grep -E 'ERROR SUMMARY' "$STEP_OUTPUT" | tail -n 1)"
   fi
 else
   skip_step sanitize "SANITIZE=1 to run"
@@ -158,9 +176,11 @@ else
     start=$SECONDS
     # BENCH_ARGS is split into words on purpose.
     # shellcheck disable=SC2086
-    with_timeout $((budget + 45)) "$PY" -m gpu.bench --out "$OUT/bench" --max-seconds "$budget" $BENCH_ARGS 2>&1 | tee -a "$LOG"
+    logged "$LOG" $((budget + 45)) "$PY" -m gpu.bench --out "$OUT/bench" --max-seconds "$budget" $BENCH_ARGS
     rc=$?
-    finish_step bench $rc $start "$(grep -E '^(INCOMPLETE|CORRECTNESS MISMATCH)' "$OUT/bench/bench.txt" 2>/dev/null | head -n 2 | tr '\n' ' ')"
+    detail="$(grep -E '^(INCOMPLETE|CORRECTNESS)' "$OUT/bench/bench.txt" 2>/dev/null | head -n 2 | tr '\n' ' ')"
+    [ $rc -ne 0 ] && [ -z "$detail" ] && detail="$LAST_LINE"
+    finish_step bench $rc $start "$detail"
   fi
 fi
 

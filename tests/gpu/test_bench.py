@@ -921,7 +921,7 @@ case "$*" in
   "-") cat >/dev/null; echo "python stub"; exit 0 ;;
   *"--render-summary"*) echo "STUB SUMMARY of $3"; exit 0 ;;
   *"--build-only"*) echo "build: 1.0 s in all; 0 failures"; exit "${STUB_BUILD_RC:-0}" ;;
-  "-m pytest"*) echo "CI=$CI"; echo "3 passed, 1 skipped in 0.50s"; exit "${STUB_TEST_RC:-0}" ;;
+  "-m pytest"*) echo "CI=$CI"; echo "${STUB_TEST_OUT:-3 passed, 1 skipped in 0.50s}"; exit "${STUB_TEST_RC:-0}" ;;
   "-m gpu.bench --out"*)
     mkdir -p "$4"; echo '{"schema": 1}' > "$4/bench.json"; echo "table" > "$4/bench.txt"
     exit "${STUB_BENCH_RC:-0}" ;;
@@ -1002,9 +1002,15 @@ def test_session_knobs(tmp_path):
     assert "only" in _step(done.stdout, "bench") and not any("--out" in c for c in calls)
 
 
+def test_session_tests_that_all_skip_fail_the_step(tmp_path):
+    done, _, _ = _run_session(tmp_path, STUB_TEST_OUT="30 skipped in 0.50s")
+    assert done.returncode == 1
+    assert "FAILED (exit 1)" in _step(done.stdout, "tests") and "no test passed" in _step(done.stdout, "tests")
+
+
 def test_session_bench_failure_is_reported(tmp_path):
-    done, _, _ = _run_session(tmp_path, STUB_BENCH_RC="1", SKIP_TESTS="1")
-    assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "bench")
+    done, _, _ = _run_session(tmp_path, STUB_BENCH_RC="2", SKIP_TESTS="1")
+    assert done.returncode == 1 and "FAILED (exit 2)" in _step(done.stdout, "bench")
 
 
 # --- on a GPU ----------------------------------------------------------------------------------------
