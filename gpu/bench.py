@@ -409,9 +409,16 @@ def run_plan(plan: list[Case], measurer, budget: Budget, progress=None, checkpoi
         if stopped is None and budget.exhausted():
             stopped = f"time budget of {budget.max_seconds:g} s spent"
         record = _base_record(case)
+        first_of_shape = index == 0 or plan[index - 1].shape != case.shape
         if stopped is not None:
             record.update(status="skipped", note=stopped)
         else:
+            if first_of_shape:
+                message = f"bench: {case.shape.label} (N={case.shape.n}, K={case.shape.k}) at {budget.elapsed():.0f} s"
+                if progress is not None:
+                    progress.write(message, file=sys.stderr)
+                else:
+                    print(message, file=sys.stderr)
             if progress is not None:
                 progress.set_postfix_str(f"{case.shape.label} M={case.m} {case.backend}")
             try:
@@ -1388,10 +1395,10 @@ def build_only(ms: list[int], ours: list[str] | None, shape: tuple[int, int], se
     dw = api.upload(w)
     rng = np.random.default_rng(seed)
     failures = 0
-    rows = []
     for backend in backends:
         for m in ms:
             X = rng.standard_normal((m, k)).astype(np.float16)
+            print(f"build: {backend:>12} M={m:<5}", end=" ", flush=True)  # a hang shows where
             start = time.perf_counter()
             try:
                 y = api.linear(cupy.asarray(X), dw, backend=backend)
@@ -1401,8 +1408,8 @@ def build_only(ms: list[int], ours: list[str] | None, shape: tuple[int, int], se
             except Exception as error:  # noqa: BLE001
                 seconds, verdict = time.perf_counter() - start, {"ok": False, "detail": _short_error(error)}
             failures += not verdict["ok"]
-            rows.append([backend, str(m), f"{seconds:.2f}", "ok" if verdict["ok"] else "FAIL: " + verdict["detail"]])
-    print(_table(["backend", "M", "first call s (compile incl.)", "bit-exact vs oracle"], rows, markdown=False))
+            outcome = "bit-exact" if verdict["ok"] else "FAIL: " + verdict["detail"]
+            print(f"first call {seconds:6.2f} s (compilation included)  {outcome}", flush=True)
     print(f"build: {time.perf_counter() - t0:.1f} s in all; {failures} failures")
     return 1 if failures else 0
 

@@ -628,7 +628,7 @@ def test_build_only_reports_each_backend_and_m(monkeypatch, capsys):
     _fake_api(monkeypatch, lambda X, w, backend: w4a8_linear(X, w))
     assert bench.main(["--build-only", "--m", "1,5"]) == 0
     out = capsys.readouterr().out
-    assert "device Fake H100" in out and "0 failures" in out and out.count(" ok") == 2
+    assert "device Fake H100" in out and "0 failures" in out and out.count("bit-exact") == 2
 
 
 def test_build_only_fails_on_a_one_ulp_error_or_an_exception(monkeypatch, capsys):
@@ -640,7 +640,7 @@ def test_build_only_fails_on_a_one_ulp_error_or_an_exception(monkeypatch, capsys
     _fake_api(monkeypatch, off_by_one_ulp)
     assert bench.main(["--build-only", "--m", "3", "--shapes", "128x256"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL: 1 of 384 fp16 values differ" in out and "N=128, K=256" in out
+    assert "FAIL: 1 of 384 fp16 values differ" in out and "N=128, K=256" in out and "fake M=3" in out
 
     def launch_fails(X, w, backend):
         raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
@@ -1000,6 +1000,15 @@ def test_session_knobs(tmp_path):
     assert done.returncode == 0 and not any("--out" in c for c in calls)
     done, calls, _ = _run_session(tmp_path / "short", SKIP_TESTS="1", SESSION_SECONDS="60")
     assert "only" in _step(done.stdout, "bench") and not any("--out" in c for c in calls)
+
+
+def test_session_build_timeout_skips_the_later_gpu_steps(tmp_path):
+    done, calls, _ = _run_session(tmp_path, STUB_BUILD_RC="124", SANITIZE="1")
+    assert done.returncode == 1
+    assert "FAILED (timed out)" in _step(done.stdout, "build")
+    for step in ("tests", "sanitize", "bench"):
+        assert "build timed out" in _step(done.stdout, step)
+    assert not any(c.startswith("-m pytest") or "--out" in c for c in calls)
 
 
 def test_session_tests_that_all_skip_fail_the_step(tmp_path):
