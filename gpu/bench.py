@@ -39,6 +39,7 @@ import platform
 import signal
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,7 @@ DEFAULT_MAX_REPS = 100
 MIN_REPS = 3
 MAX_COPIES = 256  # rotation cap for tiny custom shapes (records say when it binds)
 DEFAULT_CHECK_M = 5  # odd on purpose: exercises the padding of the token dimension
+CASE_TIMEOUT_S = 90.0  # one case (check, warm-up with compilation, timing) taking longer is a hang
 CHECK_COLUMN_BLOCKS = 3  # 64-row weight blocks sampled at the start, middle and end of N
 FALLBACK_L2_BYTES = 60 * 1024**2  # H200's; used only if the device does not report its L2
 COPY_CEILING_BYTES = 1024**3  # the device-to-device copy of the bandwidth ceiling
@@ -362,6 +364,41 @@ class Budget:
         return self.max_seconds is not None and self.elapsed() >= self.max_seconds
 
 
+class Watchdog:
+    """Calls ``on_timeout(case, records, checks)`` from a daemon thread once one case has run
+    longer than ``limit_s`` (a kernel that never finishes blocks the main thread in a CUDA
+    synchronization, where no signal reaches Python; the callback can still write the results
+    so far and end the process)."""
+
+    def __init__(self, limit_s: float, on_timeout, poll_s: float = 0.5):
+        self.limit_s, self.on_timeout, self.poll_s = limit_s, on_timeout, poll_s
+        self._lock = threading.Lock()
+        self._current = None  # (case, records, checks, started)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="bench-watchdog", daemon=True)
+        self._thread.start()
+
+    def begin(self, case: "Case", records: list, checks: list) -> None:
+        with self._lock:
+            self._current = (case, records, checks, time.monotonic())
+
+    def end(self) -> None:
+        with self._lock:
+            self._current = None
+
+    def close(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.poll_s):
+            with self._lock:
+                current = self._current
+            if current is not None and time.monotonic() - current[3] > self.limit_s:
+                self._done.set()
+                self.on_timeout(*current[:3])
+                return
+
+
 class Terminated(Exception):
     """Raised in the main thread when the process gets SIGTERM (``timeout`` sends it)."""
 
@@ -388,7 +425,7 @@ def _base_record(case: Case) -> dict:
     }
 
 
-def run_plan(plan: list[Case], measurer, budget: Budget, progress=None, checkpoint=None) -> dict:
+def run_plan(plan: list[Case], measurer, budget: Budget, progress=None, checkpoint=None, watchdog=None) -> dict:
     """Run every case of the plan through ``measurer``; never raises for a failing case.
 
     ``measurer`` provides ``check(shape, backend) -> dict`` (correctness of one of our backends,
@@ -396,7 +433,8 @@ def run_plan(plan: list[Case], measurer, budget: Budget, progress=None, checkpoi
     details; may raise) and ``peer_unavailable(peer) -> str | None``. Once ``budget`` is spent,
     or on ``Terminated`` / ``KeyboardInterrupt``, the remaining cases are recorded as skipped.
     ``progress`` (optional) gets ``update(1)`` and ``set_postfix_str(text)`` per case;
-    ``checkpoint(partial)`` (optional) is called after each shape with the partial result.
+    ``checkpoint(partial)`` (optional) is called after each shape with the partial result;
+    ``watchdog`` (optional, a ``Watchdog``) is told when each case begins and ends.
 
     Returns:
         ``{"records": [...], "checks": [...], "stopped": None | reason}``.
@@ -421,6 +459,8 @@ def run_plan(plan: list[Case], measurer, budget: Budget, progress=None, checkpoi
                     print(message, file=sys.stderr)
             if progress is not None:
                 progress.set_postfix_str(f"{case.shape.label} M={case.m} {case.backend}")
+            if watchdog is not None:
+                watchdog.begin(case, records, checks)
             try:
                 if case.kind == "ours" and (case.shape, case.backend) not in checked:
                     checked.add((case.shape, case.backend))
@@ -437,6 +477,8 @@ def run_plan(plan: list[Case], measurer, budget: Budget, progress=None, checkpoi
                 record.update(status="unavailable", error=str(error))
             except Exception as error:  # noqa: BLE001 - one failing case must not end the run
                 record.update(status="error", error=_short_error(error))
+            if watchdog is not None:
+                watchdog.end()
         records.append(record)
         if progress is not None:
             progress.update(1)
@@ -1510,10 +1552,26 @@ def run(args: argparse.Namespace, measurer, budget: Budget, out_dir: Path | None
             snapshot["stopped"] = partial["stopped"] or "still running (a checkpoint)"
             write_outputs(derive(snapshot), out_dir, with_plot=False)
 
+    def on_timeout(case: Case, records: list, checks: list) -> None:
+        hung = {**_base_record(case), "status": "error",
+                "error": f"no result after {CASE_TIMEOUT_S:g} s (a kernel that never finishes?); the run ended here"}
+        stopped = f"{case.shape.label} M={case.m} {case.backend} hung"
+        snapshot = {**base, "records": list(records) + [hung], "checks": list(checks), "stopped": stopped,
+                    "unavailable": dict(measurer.unavailable)}
+        result = derive(snapshot)
+        if out_dir is not None:
+            write_outputs(result, out_dir)
+        print(render_text(result), flush=True)
+        print(f"bench: {stopped}: wrote what was measured; exiting", file=sys.stderr, flush=True)
+        os._exit(3)
+
     progress = _progress(len(plan))
+    watchdog = Watchdog(CASE_TIMEOUT_S, on_timeout) if out_dir is not None else None
     try:
-        raw = run_plan(plan, measurer, budget, progress, checkpoint)
+        raw = run_plan(plan, measurer, budget, progress, checkpoint, watchdog)
     finally:
+        if watchdog is not None:
+            watchdog.close()
         if progress is not None:
             progress.close()
     base["meta"]["seconds"] = round(budget.elapsed(), 1)

@@ -358,6 +358,65 @@ def test_run_plan_records_errors_unavailable_peers_and_interruption():
     assert len(raw["records"]) == 20
 
 
+def test_watchdog_reports_a_case_that_never_finishes():
+    import threading
+    import time
+
+    fired = threading.Event()
+    seen = []
+
+    class Hangs(FakeMeasurer):
+        def measure(self, case):
+            if case.backend == "cublas_int8":
+                fired.wait(5)  # "hangs" until the watchdog has fired
+            return super().measure(case)
+
+    def on_timeout(case, records, checks):
+        seen.append((case.backend, len(records), len(checks)))
+        fired.set()
+
+    watchdog = bench.Watchdog(0.2, on_timeout, poll_s=0.02)
+    start = time.monotonic()
+    raw = bench.run_plan(_plan(ms=(1,)), Hangs(), bench.Budget(None), watchdog=watchdog)
+    watchdog.close()
+    assert seen == [("cublas_int8", 2, 1)]  # ours and bf16 done, one check made
+    assert time.monotonic() - start < 4 and len(raw["records"]) == 10
+
+
+HANG_SCRIPT = """
+import sys, time
+import gpu.bench as bench
+import tests.gpu.test_bench as t
+
+class Hangs(t.FakeMeasurer):
+    def measure(self, case):
+        if case.backend == "cublas_fp8":
+            time.sleep(60)
+        return super().measure(case)
+
+bench.CASE_TIMEOUT_S = 0.5
+bench.GpuMeasurer = lambda **kwargs: Hangs()
+sys.exit(bench.main(["--shapes", "4096x4096", "--m", "1", "--no-plot", "--out", sys.argv[1]]))
+"""
+
+
+def test_main_writes_the_results_and_exits_when_a_case_hangs(tmp_path):
+    done = subprocess.run([sys.executable, "-c", HANG_SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 3, done.stderr
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["stopped"] == "custom:4096x4096 M=1 cublas_fp8 hung"
+    assert [r["status"] for r in result["records"]] == ["ok"] * 4 + ["error"]
+    assert "INCOMPLETE: custom:4096x4096 M=1 cublas_fp8 hung" in done.stdout
+
+
+def test_watchdog_stays_quiet_for_cases_that_finish():
+    calls = []
+    watchdog = bench.Watchdog(5.0, lambda *args: calls.append(args), poll_s=0.01)
+    bench.run_plan(_plan(), FakeMeasurer(), bench.Budget(None), watchdog=watchdog)
+    watchdog.close()
+    assert calls == []
+
+
 def _result(measurer=None, budget_seconds=None, **plan_kwargs):
     measurer = measurer or FakeMeasurer()
     raw = bench.run_plan(_plan(**plan_kwargs), measurer, bench.Budget(budget_seconds, measurer.clock))
