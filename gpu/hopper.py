@@ -12,13 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from liquidref.constants import BLOCK_ROWS
-from liquidref.tiling import TileConfig, choose_tile_config
+from liquidref.tiling import BARRIER_REGION_BYTES, TileConfig, choose_tile_config
 
 from . import runtime
 
 SOURCE = "w4a8_hopper.cu"
-from liquidref.tiling import ACT_GROUP_PAD_BYTES as X_GROUP_PAD  # noqa: E402 (tested against the .cu)
-from liquidref.tiling import BARRIER_REGION_BYTES  # noqa: E402 (tested against the .cu)
 THREADS_PER_WARPGROUP = 128
 
 

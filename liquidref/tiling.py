@@ -20,11 +20,9 @@ from .constants import BLOCK_BYTES, BLOCK_K, BLOCK_ROWS, META_BYTES_PER_BLOCK
 # the wgmma section, for the .s8/.u8 types).
 WGMMA_S8_N = (8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256)
 SHARED_MEMORY_LIMIT = 227 * 1024  # bytes of dynamic shared memory a Hopper CTA can opt into
-# The kernel's shared-memory extras beside the stage ring: its mbarriers (a 256-byte region) and
-# a pad between the 8-token activation groups of a stage (against bank conflicts of the wgmma B
-# reads). gpu/kernels/w4a8_hopper.cu holds the same values; tests/gpu/test_codegen.py checks them.
+# The kernel's shared memory beside the stage ring: its mbarriers, in a 256-byte region.
+# gpu/kernels/w4a8_hopper.cu holds the same value; tests/gpu/test_codegen.py checks it.
 BARRIER_REGION_BYTES = 256
-ACT_GROUP_PAD_BYTES = 16
 DEFAULT_NUM_SMS = 132  # H100 SXM and H200
 
 
@@ -74,8 +72,8 @@ class TileConfig:
 
     @property
     def activation_stage_bytes(self) -> int:
-        """int8 activations of one stage: tokens_per_cta x k_per_stage, plus the group pads."""
-        return self.tokens_per_cta * self.k_per_stage + (self.tokens_per_cta // 8) * ACT_GROUP_PAD_BYTES
+        """int8 activations of one stage: tokens_per_cta x k_per_stage."""
+        return self.tokens_per_cta * self.k_per_stage
 
     @property
     def shared_memory_bytes(self) -> int:

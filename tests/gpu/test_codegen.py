@@ -31,16 +31,9 @@ def test_barrier_region_matches_the_kernel():
     assert match and int(match.group(1)) == hopper.BARRIER_REGION_BYTES
 
 
-def test_x_group_pad_matches_the_kernel():
-    source = (KERNELS / hopper.SOURCE).read_text()
-    match = re.search(r"#define LIQUIDREF_X_GROUP_PAD (\d+)", source)
-    assert match and int(match.group(1)) == hopper.X_GROUP_PAD
-
-
 def test_kernel_name_and_shared_memory():
     config = TileConfig(2, 64, 128, 6, 3)
     assert hopper.kernel_name(config) == "liquidref::hopper::w4a8_hopper<2, 64, 128, 6>"
     # 2 warpgroups x 2 blocks x (2048 + 128) + 64 tokens x 128 k, per stage
-    pad = hopper.X_GROUP_PAD
-    assert hopper.shared_memory_bytes(config) == 256 + 6 * (2 * 2 * 2176 + 8 * (8 * 128 + pad))
+    assert hopper.shared_memory_bytes(config) == 256 + 6 * (2 * 2 * 2176 + 64 * 128)
     assert hopper.shared_memory_bytes(config) == config.shared_memory_bytes

@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from liquidref.tiling import (
-    ACT_GROUP_PAD_BYTES,
     BARRIER_REGION_BYTES,
     SHARED_MEMORY_LIMIT,
     WGMMA_S8_N,
@@ -23,9 +22,8 @@ def test_defaults_and_derived_sizes():
     assert c.rows_per_cta == 128
     assert c.blocks_per_stage == 2
     assert c.weight_stage_bytes == 2 * 2 * (2048 + 128)
-    # 8 token groups of 8 x 128 bytes, each followed by the kernel's bank pad
-    assert c.activation_stage_bytes == 64 * 128 + 8 * ACT_GROUP_PAD_BYTES
-    assert c.shared_memory_bytes == BARRIER_REGION_BYTES + 4 * (8704 + 8192 + 8 * ACT_GROUP_PAD_BYTES)
+    assert c.activation_stage_bytes == 64 * 128
+    assert c.shared_memory_bytes == BARRIER_REGION_BYTES + 4 * (8704 + 8192)
     assert c.grid(65, 200) == (2, 2, 1)
 
 
