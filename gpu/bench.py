@@ -782,7 +782,7 @@ def render_markdown(result: dict, plot_path: str | None = None) -> str:
     ]
     status = render_status(result)
     if status:
-        lines += ["!!! warning \"Read before the numbers\""] + [f"    - {s}" for s in status] + [""]
+        lines += ["**Read before the numbers:**", ""] + [f"- {s}" for s in status] + [""]
     lines += [
         "### Summary",
         "",
