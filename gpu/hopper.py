@@ -9,6 +9,8 @@ demand.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from liquidref.constants import BLOCK_ROWS
@@ -45,17 +47,25 @@ def is_available() -> bool:
         return False
 
 
-_kernels: dict[TileConfig, object] = {}
+# Backends of this kernel: the LiquidGEMM kernel itself, and the ablation that swaps in QServe's
+# dequant instructions (IMUL + per-byte vadd4) on the same bytes (bit-exact, see the .cu).
+VARIANTS = {
+    "hopper": (),
+    "hopper_qoq_dequant": ("-DLIQUIDREF_DEQUANT_QOQ=1",),
+}
+
+_kernels: dict[tuple, object] = {}
 _scratch: dict[int, dict[str, object]] = {}
 
 
-def _kernel(config: TileConfig):
-    key = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages, 1)
+def _kernel(config: TileConfig, options: tuple[str, ...] = ()):
+    base = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages, 1)
+    key = (base, options)
     if key not in _kernels:
-        name = kernel_name(key)
-        module = runtime.compile_module(SOURCE, name_expressions=(name,))
+        name = kernel_name(base)
+        module = runtime.compile_module(SOURCE, name_expressions=(name,), options=options)
         kernel = module.get_function(name)
-        kernel.max_dynamic_shared_size_bytes = shared_memory_bytes(key)
+        kernel.max_dynamic_shared_size_bytes = shared_memory_bytes(base)
         _kernels[key] = kernel
     return _kernels[key]
 
@@ -72,7 +82,7 @@ def _zeroed(name: str, size: int):
     return buf
 
 
-def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None) -> None:
+def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant: str = "hopper") -> None:
     """Launch the Hopper kernel: ``out[m, n] = fp16(float(x_i8 @ w_i8.T) * (s1[n] * s_x[m]))``.
 
     Args:
@@ -82,6 +92,7 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None) -> None
         dw: ``gpu.api.DeviceWeight`` (codes, meta, s1 on the device; N % 64 == 0).
         out: CuPy float16 [M, N], written completely.
         config: a ``TileConfig``; ``choose_tile_config(M, N, K, SMs)`` when None.
+        variant: a key of ``VARIANTS`` (the kernel, or its QoQ-dequant ablation).
     """
     import cupy
 
@@ -102,7 +113,9 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None) -> None
         counters = _zeroed("counters", grid[0] * grid[1])
     else:
         workspace = counters = _zeroed("unused", 1)
-    kernel = _kernel(config)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
+    kernel = _kernel(config, VARIANTS[variant])
     block = ((config.compute_warpgroups + 1) * THREADS_PER_WARPGROUP,)
     kernel(
         grid,
@@ -128,7 +141,8 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None) -> None
 def _register() -> None:
     from . import api
 
-    api.register_backend("hopper", run, is_available)
+    for variant in VARIANTS:
+        api.register_backend(variant, functools.partial(run, variant=variant), is_available)
 
 
 _register()

@@ -114,13 +114,26 @@ __device__ __forceinline__ unsigned long long smem_descriptor(unsigned addr, uns
 //   lo   = word & 0x0F0F0F0F        -> 4 codes of row r
 //   hi   = (word >> 4) & 0x0F0F0F0F -> 4 codes of row r + 8
 //   out  = (codes * s + a * 0x01010101) ^ 0x80808080     (IMAD, XOR: no carry crosses a byte)
+//
+// Ablation (compiled with -DLIQUIDREF_DEQUANT_QOQ=1, backend "hopper_qoq_dequant"): QServe's
+// sequence on the same bytes, IMUL then a per-byte wrapping add (__vadd4) of the group minimum
+// broadcast as int8 bytes. (q4 * s + min) mod 256 per byte is the same weight, so the variant is
+// bit-exact too and isolates what the IMAD + XOR form saves.
+#ifndef LIQUIDREF_DEQUANT_QOQ
+#define LIQUIDREF_DEQUANT_QOQ 0
+#endif
 __device__ __forceinline__ void dequant_word(unsigned word, unsigned s_lo, unsigned a_lo,
                                              unsigned s_hi, unsigned a_hi, unsigned& out_lo,
                                              unsigned& out_hi) {
   const unsigned lo = word & LOW_NIBBLES;
   const unsigned hi = (word >> 4) & LOW_NIBBLES;
+#if LIQUIDREF_DEQUANT_QOQ
+  out_lo = __vadd4(lo * s_lo, a_lo);
+  out_hi = __vadd4(hi * s_hi, a_hi);
+#else
   out_lo = (lo * s_lo + a_lo) ^ XOR_MASK_WORD;
   out_hi = (hi * s_hi + a_hi) ^ XOR_MASK_WORD;
+#endif
 }
 
 // A registers of one compute-warpgroup thread for the BPS blocks of a stage: 2 k32 steps each.
@@ -133,7 +146,8 @@ __device__ __forceinline__ void load_and_dequant(const unsigned char* codes, con
 #pragma unroll
   for (int b = 0; b < BPS; ++b) {
     const uint4 w = *reinterpret_cast<const uint4*>(codes + b * BLOCK_BYTES + thread * BYTES_PER_THREAD);
-    const unsigned m = *reinterpret_cast<const unsigned*>(meta + b * META_BYTES_PER_BLOCK + 4 * meta_word);
+    unsigned m = *reinterpret_cast<const unsigned*>(meta + b * META_BYTES_PER_BLOCK + 4 * meta_word);
+    if (LIQUIDREF_DEQUANT_QOQ) m ^= XOR_MASK_WORD;  // bytes 1 and 3 become the int8 group minimum
     const unsigned s_lo = __byte_perm(m, 0, 0x4440);  // byte 0, zero-extended
     const unsigned a_lo = __byte_perm(m, 0, 0x1111);  // byte 1 in all four lanes
     const unsigned s_hi = __byte_perm(m, 0, 0x4442);  // byte 2
