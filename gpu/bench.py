@@ -25,6 +25,11 @@ Outputs (``--out``): ``bench.json`` (everything, re-written after each shape so 
 keeps what it measured), ``bench.txt`` (the tables), ``bench.png`` (speed-up over cuBLAS bf16).
 ``--render-docs results.json`` writes the results section of ``docs/performance.md`` from a
 results file; ``--render-summary results.json`` prints the summary. Neither needs a GPU.
+``--build-only`` compiles and checks every backend at every M on a small shape (CuPy only).
+
+Exit status: 0; 1 when one of our backends mismatched the oracle or raised; 2 when the bench
+cannot run (no GPU, torch or CuPy; an unknown backend); 3 when a case hung for
+``CASE_TIMEOUT_S`` (the results so far are written first).
 """
 
 from __future__ import annotations
