@@ -70,6 +70,14 @@ def _kernel(config: TileConfig, options: tuple[str, ...] = ()):
     return _kernels[key]
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_id: int) -> int:
+    """SM count of a device (read once: ``Device.attributes`` queries every attribute)."""
+    import cupy
+
+    return cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device_id)
+
+
 def _zeroed(name: str, size: int):
     """A zero int32 device buffer of at least ``size`` elements, kept per device."""
     import cupy
@@ -98,8 +106,7 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant
 
     n, k = dw.n, dw.k
     if config is None:
-        sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
-        config = choose_tile_config(m, n, k, sms)
+        config = choose_tile_config(m, n, k, _multiprocessors(cupy.cuda.Device().id))
     if k % config.k_per_stage != 0:
         raise ValueError(f"K = {k} must be a multiple of k_per_stage = {config.k_per_stage}")
     k_stages = k // config.k_per_stage

@@ -28,7 +28,7 @@ import numpy as np
 
 from .baselines import SCHEMES, QoQWeight, qoq_dequantize_exact, qoq_int8_headroom, quantize_qoq
 from .constants import OFFSET_BIAS
-from .gemm import gemm
+from .gemm import gemm, w4a8_linear
 from .quant import LiquidQuantWeight, dequantize_int8, quantize_activation
 
 DEFAULT_OUT = "liquidref-out"
@@ -278,8 +278,51 @@ def section_gemm(out_dir: Path, ctx: DemoContext) -> list[str]:
     return lines
 
 
-SECTIONS: list[Section] = [section_layer, section_schemes, section_gemm]
-"""The demo's sections, run in order; append more (tiled pipeline, emulator, GPU)."""
+def section_tiled(out_dir: Path, ctx: DemoContext) -> list[str]:
+    """The kernel's tiled pipeline, replayed in NumPy, and its schedule model"""
+    from . import tiled
+
+    return tiled.demo_section(out_dir)
+
+
+def section_emulator(out_dir: Path, ctx: DemoContext) -> list[str]:
+    """The warp-level emulator: overflow safety and shared-memory layouts"""
+    import emulator
+
+    return emulator.demo_section(out_dir)
+
+
+def section_gpu(out_dir: Path, ctx: DemoContext) -> list[str]:
+    """The GPU kernel on the demo layer (skipped without a CUDA GPU)"""
+    from gpu import api, runtime
+
+    try:
+        cupy = runtime.require_gpu()
+    except RuntimeError as error:
+        return [f"skipped: {error}", "(docs/performance.md holds the numbers measured on an H200)"]
+    w = ctx.quantized("lqq-g64")
+    X = ctx.activations.astype(np.float16)
+    want = w4a8_linear(X, w)
+    dw = api.upload(w)
+    lines = []
+    for backend in api.available_backends():
+        got = cupy.asnumpy(api.linear(cupy.asarray(X), dw, backend=backend))
+        same = np.array_equal(got.view(np.uint16), want.view(np.uint16))
+        lines.append(f"{backend:>20}: {'bit-exact with the oracle' if same else 'MISMATCH with the oracle'}")
+        if not same:
+            raise AssertionError(f"the {backend} GPU backend disagrees with liquidref on the demo layer")
+    return lines
+
+
+SECTIONS: list[Section] = [
+    section_layer,
+    section_schemes,
+    section_gemm,
+    section_tiled,
+    section_emulator,
+    section_gpu,
+]
+"""The demo's sections, run in order."""
 
 
 def make_context(size: DemoSize) -> DemoContext:
@@ -317,5 +360,6 @@ def main(argv: list[str] | None = None) -> int:
         for line in section(out_dir, ctx):
             print(line)
     seconds = time.perf_counter() - start
-    print(f"\n{len(ctx.figures)} figures in {out_dir.resolve()}; {seconds:.1f} s")
+    figures = sorted(out_dir.glob("*.png"))
+    print(f"\n{len(figures)} figures in {out_dir.resolve()}; {seconds:.1f} s")
     return 0
