@@ -438,7 +438,8 @@ def check_array(
             want is None or want == got for want, got in zip(expected_shape, shape)
         )
         if not ok:
-            want = "(" + ", ".join("any" if s is None else str(s) for s in expected_shape) + ")"
+            sizes = ["any" if s is None else str(s) for s in expected_shape]
+            want = f"({sizes[0]},)" if len(sizes) == 1 else "(" + ", ".join(sizes) + ")"
             raise ValueError(f"{name} must have shape {want}; got {tuple(shape)}")
     if contiguous and not c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (row-major, no strides); it is not")

@@ -147,7 +147,8 @@ __device__ __forceinline__ void load_and_dequant(const unsigned char* codes, con
   for (int b = 0; b < BPS; ++b) {
     const uint4 w = *reinterpret_cast<const uint4*>(codes + b * BLOCK_BYTES + thread * BYTES_PER_THREAD);
     unsigned m = *reinterpret_cast<const unsigned*>(meta + b * META_BYTES_PER_BLOCK + 4 * meta_word);
-    if (LIQUIDREF_DEQUANT_QOQ) m ^= XOR_MASK_WORD;  // bytes 1 and 3 become the int8 group minimum
+    // bytes 1 and 3 (the offsets a) become the int8 group minimum a - 128; bytes 0 and 2 (s) stay
+    if (LIQUIDREF_DEQUANT_QOQ) m ^= XOR_MASK_WORD & 0xFF00FF00u;
     const unsigned s_lo = __byte_perm(m, 0, 0x4440);  // byte 0, zero-extended
     const unsigned a_lo = __byte_perm(m, 0, 0x1111);  // byte 1 in all four lanes
     const unsigned s_hi = __byte_perm(m, 0, 0x4442);  // byte 2
