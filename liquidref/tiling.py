@@ -105,27 +105,39 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
     m = max(int(m), 1)
-    if m <= 128:
-        tokens = next(t for t in (8, 16, 32, 64, 128) if t >= m)
+    # Measured on an H200 (graph-timed sweeps, docs/performance.md): 256-k stages win on every
+    # shape (fewer barrier round trips per byte and per MAC); decode takes the smallest wgmma n
+    # that covers M; mid M takes n = 64 (n = 32 when that leaves most SMs idle); M >= 129 takes
+    # n = 128, and M >= 2048 n = 192 (1.1-1.25 POP/s at M = 4096 against 0.95 for cuBLAS int8).
+    if m <= 32:
+        tokens = next(t for t in (8, 16, 32) if t >= m)
+    elif m <= 128:
+        tokens = 64
+        if -(-n // 128) * -(-m // 64) < num_sms // 2:
+            tokens = 32
     else:
-        tokens = 256 if m >= 1024 else 128
-    # Measured on an H200 (docs/performance.md): 256-k stages stream decode weights best; the
-    # wide-n tiles keep 128-k stages so that enough of them fit in shared memory.
-    if tokens <= 64 and k % 256 == 0:
+        tokens = 128 if m < 2048 else 192
+    if k % 256 == 0:
         k_per_stage = 256
     else:
         k_per_stage = 128 if k % 128 == 0 else 64
-    probe = TileConfig(2, tokens, k_per_stage, 2, 1)
-    per_stage = (probe.shared_memory_bytes - BARRIER_REGION_BYTES) // 2
-    stages = max(2, min(8, (SHARED_MEMORY_LIMIT - BARRIER_REGION_BYTES) // per_stage))
+    stages = 2
+    for candidate in range(8, 2, -1):
+        try:
+            stages = TileConfig(2, tokens, k_per_stage, candidate, 1).stages
+            break
+        except ValueError:  # that many stages do not fit in shared memory
+            continue
     base = TileConfig(2, tokens, k_per_stage, stages, 1)
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles
     k_stages = -(-k // k_per_stage)
-    # Split-K only while each split keeps enough stages: its int32 partials cost atomics that
-    # grow with the tile's tokens (4 stages suffice for n <= 16, wider tiles need 32).
-    min_stages_per_split = 4 if tokens <= 16 else 32
+    # Split-K when the tiles leave SMs idle, while each split keeps enough stages: its int32
+    # partials cost atomics that grow with the tile's tokens (4 stages suffice for n <= 16;
+    # wider tiles split only when fewer than half the SMs have a tile, into >= 16 stages).
     split = 1
-    if tiles < num_sms:
-        split = max(1, min(num_sms // tiles, k_stages // min_stages_per_split))
+    if tokens <= 16 and tiles < num_sms:
+        split = max(1, min(num_sms // tiles, k_stages // 4))
+    elif tiles < num_sms // 2:
+        split = max(1, min(num_sms // tiles, k_stages // 16))
     return TileConfig(2, tokens, k_per_stage, stages, split)
