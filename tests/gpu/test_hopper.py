@@ -49,6 +49,8 @@ INSTANTIATIONS = (
     (1, 64, 128, 6),
     (2, 112, 64, 5),
     (2, 128, 128, 8),
+    (2, 128, 256, 4),
+    (2, 192, 256, 3),
     (2, 256, 128, 5),
 )
 
@@ -88,6 +90,18 @@ def test_every_tile_configuration_is_bit_exact(hopper_gpu, case, data):
 @given(case=gemm_cases())
 def test_chosen_configuration_is_bit_exact(hopper_gpu, case):
     check_backend(_device_runner(hopper_gpu), case, _poisoned_host)
+
+
+@pytest.mark.parametrize("m", [2048, 2100])
+def test_prefill_configuration_is_bit_exact(hopper_gpu, m):
+    """M >= 2048 takes the n = 192 tiles; the drawn cases above stay below that."""
+    rng = np.random.default_rng(m)
+    W = rng.standard_normal((320, 768)).astype(np.float16)
+    X = rng.standard_normal((m, 768)).astype(np.float16)
+    w = liquidref.quantize_weight(W)
+    assert liquidref.choose_tile_config(m, 320, 768).tokens_per_cta == 192
+    got = api.linear(hopper_gpu.asarray(X), api.upload(w), backend="hopper")
+    assert np.array_equal(hopper_gpu.asnumpy(got).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
 
 
 @given(case=gemm_cases(max_m=130, max_n=512, max_k=1024))
