@@ -282,21 +282,32 @@ class QuantizedLinears:
             ``linear(X_fp16 cupy [M, K], dw) -> fp16 cupy [M, N]``); LiquidQuant g64 weights only.
         check_oracle: with ``gpu``, also run the CPU oracle on every call and raise
             ``LinearMismatchError`` unless the fp16 outputs are byte-identical.
+        gpu_backend: ``gpu.api`` backend name (``"auto"``, ``"hopper"``, ``"mma_sync"``).
 
     The weights are quantized once, here. ``calls`` and ``compared`` count the linear calls and
     the GPU-vs-oracle comparisons made so far.
     """
 
-    def __init__(self, model: MiniLM, scheme, *, gpu: bool = False, check_oracle: bool = True):
+    def __init__(
+        self,
+        model: MiniLM,
+        scheme,
+        *,
+        gpu: bool = False,
+        check_oracle: bool = True,
+        gpu_backend: str = "auto",
+    ):
         self.model = model
         self.scheme = scheme
         self.weights = {name: scheme.quantize(model.weight(name)) for name in model.linear_names}
         self.gpu = gpu
         self.check_oracle = check_oracle
+        self.gpu_backend = gpu_backend
         self.calls = 0
         self.compared = 0
         if gpu:
-            self._cupy = _require("cupy", "cupy-cuda13x", "the GPU path (--gpu)")
+            _require("cupy", "cupy-cuda13x", "the GPU path (--gpu)")
+            self._cupy = importlib.import_module("gpu.runtime").require_gpu()
             self._api = importlib.import_module("gpu.api")
             self.device_weights = {name: self._api.upload(w) for name, w in self.weights.items()}
 
@@ -305,7 +316,8 @@ class QuantizedLinears:
         if not self.gpu:
             return self.scheme.linear(X16, self.weights[name])
         cp = self._cupy
-        y16 = cp.asnumpy(self._api.linear(cp.asarray(X16), self.device_weights[name]))
+        device_y = self._api.linear(cp.asarray(X16), self.device_weights[name], backend=self.gpu_backend)
+        y16 = cp.asnumpy(device_y)
         if self.check_oracle:
             expected = self.scheme.linear(X16, self.weights[name])
             if y16.dtype != np.float16 or not np.array_equal(
