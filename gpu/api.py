@@ -37,7 +37,22 @@ from . import runtime
 INT32_MAX = 2**31 - 1
 QUANTIZE_SOURCE = "quantize_act.cu"
 MMA_SYNC_SOURCE = "w4a8_mma_sync.cu"
-QUANTIZE_THREADS = 128
+QUANTIZE_MIN_THREADS = 128
+QUANTIZE_MAX_THREADS = 1024  # QUANT_MAX_THREADS in quantize_act.cu (tested)
+QUANTIZE_ROWS_PER_SM_TARGET = 2  # with fewer rows than 2 per SM, rows get more threads
+
+
+def quantize_threads(rows: int, k: int, num_sms: int = 132) -> int:
+    """Threads per row of the activation quantizer (a multiple of 32 in 128..1024).
+
+    Many rows fill the GPU with 128-thread CTAs; a few rows (decode) would leave one CTA to
+    quantize a long row alone, so each row then gets up to one thread per 16-k chunk.
+    """
+    if rows >= QUANTIZE_ROWS_PER_SM_TARGET * num_sms:
+        return QUANTIZE_MIN_THREADS
+    chunks = -(-k // ACT_CORE_BYTES)
+    threads = -(-chunks // 32) * 32
+    return max(QUANTIZE_MIN_THREADS, min(QUANTIZE_MAX_THREADS, threads))
 MMA_SYNC_THREADS = 128  # 4 warps = one 64-row packed block
 MMA_SYNC_TOKEN_GROUPS = (1, 2, 4)  # 8-token groups per CTA the kernel is instantiated for
 
@@ -130,6 +145,30 @@ def padded_tokens(m: int) -> int:
     return -(-m // ACT_CORE_ROWS) * ACT_CORE_ROWS
 
 
+_quantize_kernels: dict[tuple[int, bool], object] = {}
+_scratch_words: dict[int, object] = {}
+
+
+def _quantize_kernel(tiled: bool):
+    """The quantizer kernel, compiled once per device (compile_module hashes every source)."""
+    cupy = runtime.require_gpu()
+    key = (cupy.cuda.Device().id, tiled)
+    if key not in _quantize_kernels:
+        module = runtime.compile_module(
+            QUANTIZE_SOURCE, (quantize_kernel_name(False), quantize_kernel_name(True))
+        )
+        _quantize_kernels[key] = module.get_function(quantize_kernel_name(tiled))
+    return _quantize_kernels[key]
+
+
+def _scratch_word():
+    cupy = runtime.require_gpu()
+    device = cupy.cuda.Device().id
+    if device not in _scratch_words:
+        _scratch_words[device] = cupy.full((1,), INT32_MAX, np.int32)
+    return _scratch_words[device]
+
+
 def _quantize(X, tiled: bool, check_finite: bool, out):
     cupy = runtime.require_gpu()
     like = X
@@ -147,14 +186,13 @@ def _quantize(X, tiled: bool, check_finite: bool, out):
         x_out = runtime.device_array("out[0]", out[0], np.int8, x_shape)
         s_x = runtime.device_array("out[1]", out[1], np.float32, (m,), alignment=4)
     if rows_out:
-        bad_row = cupy.full((1,), INT32_MAX, np.int32)
-        module = runtime.compile_module(
-            QUANTIZE_SOURCE, (quantize_kernel_name(False), quantize_kernel_name(True))
-        )
-        kernel = module.get_function(quantize_kernel_name(tiled))
+        # The non-finite-row flag is only read (and so only reset, one more launch) when
+        # check_finite; otherwise the kernel writes into a scratch word nobody reads.
+        bad_row = cupy.full((1,), INT32_MAX, np.int32) if check_finite else _scratch_word()
+        kernel = _quantize_kernel(tiled)
         kernel(
             (rows_out,),
-            (QUANTIZE_THREADS,),
+            (quantize_threads(rows_out, k),),
             (X, x_out, s_x, bad_row, np.int32(m), np.int32(k), np.int32(rows_out)),
         )
         if check_finite:

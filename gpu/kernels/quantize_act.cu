@@ -17,7 +17,7 @@
 
 namespace liquidref {
 
-constexpr int QUANT_THREADS = 128;
+constexpr int QUANT_MAX_THREADS = 1024;  // the host picks 128..1024 threads per row (gpu/api.py)
 constexpr int CHUNK_K = 16;            // k per 16-byte int8 output vector = one core-matrix row
 constexpr int HALVES_PER_VECTOR = 8;   // fp16 per 16-byte input vector
 constexpr u32 HALF_ABS_MASK2 = 0x7FFF7FFFu;  // |x| of the two fp16 in a word
@@ -42,9 +42,10 @@ __device__ __forceinline__ u32 quantize_quad(u32 halves01, u32 halves23, float s
 // x_out  int8 [M, K] (TILED = false) or [M_pad/8, K/16, 8, 16] (TILED = true), 16-byte vectors
 // s_x    float32 [M]
 // bad_row  int32 [1], preset to INT32_MAX by the host
-// grid = rows_out CTAs (M, or M_pad when TILED), QUANT_THREADS threads each
+// grid = rows_out CTAs (M, or M_pad when TILED), a multiple of 32 threads each (at most 1024):
+// few rows get many threads, so a decode step's single row is not left to one small CTA
 template <bool TILED>
-__global__ void __launch_bounds__(QUANT_THREADS) quantize_act_kernel(
+__global__ void __launch_bounds__(QUANT_MAX_THREADS) quantize_act_kernel(
     const uint4* __restrict__ x, uint4* __restrict__ x_out, float* __restrict__ s_x,
     int* __restrict__ bad_row, int m, int k, int rows_out) {
     const int row = blockIdx.x;
@@ -78,11 +79,11 @@ __global__ void __launch_bounds__(QUANT_THREADS) quantize_act_kernel(
     }
     u32 amax_bits = max(amax2 & 0xFFFFu, amax2 >> 16);
     amax_bits = __reduce_max_sync(0xFFFFFFFFu, amax_bits);
-    __shared__ u32 warp_max[QUANT_THREADS / WARP_SIZE];
+    __shared__ u32 warp_max[QUANT_MAX_THREADS / WARP_SIZE];
     if (threadIdx.x % WARP_SIZE == 0) warp_max[threadIdx.x / WARP_SIZE] = amax_bits;
     __syncthreads();
     amax_bits = warp_max[0];
-    for (int w = 1; w < QUANT_THREADS / WARP_SIZE; ++w) amax_bits = max(amax_bits, warp_max[w]);
+    for (int w = 1; w < static_cast<int>(blockDim.x / WARP_SIZE); ++w) amax_bits = max(amax_bits, warp_max[w]);
 
     if (amax_bits >= HALF_INF_BITS && threadIdx.x == 0) atomicMin(bad_row, row);
     const float amax = half_bits_to_float(static_cast<u16>(amax_bits));

@@ -4,11 +4,13 @@ tested in test_quantize_act.py and test_mma_sync.py."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import liquidref
-from gpu import api
+from gpu import api, runtime
 
 # --- the registry (CPU, with fake backends) ------------------------------------------------
 
@@ -232,3 +234,16 @@ def test_auto_backend_on_this_device(cp):
     hopper = "hopper" in api.registered_backends() and runtime.device_capability() == (9, 0)
     assert chosen == ("hopper" if hopper else "mma_sync")
     assert "mma_sync" in api.available_backends()
+
+
+def test_quantizer_threads_match_the_kernel_and_scale_with_rows():
+    source = runtime.kernel_path(api.QUANTIZE_SOURCE).read_text()
+    match = re.search(r"constexpr int QUANT_MAX_THREADS = (\d+);", source)
+    assert match and int(match.group(1)) == api.QUANTIZE_MAX_THREADS
+    assert api.quantize_threads(1, 28672) == api.QUANTIZE_MAX_THREADS  # decode: one long row
+    assert api.quantize_threads(1, 64) == api.QUANTIZE_MIN_THREADS
+    assert api.quantize_threads(4096, 28672) == api.QUANTIZE_MIN_THREADS  # rows fill the GPU
+    for rows in (1, 8, 100, 300):
+        for k in (16, 64, 1000 * 16, 28672):
+            threads = api.quantize_threads(rows, k)
+            assert threads % 32 == 0 and api.QUANTIZE_MIN_THREADS <= threads <= api.QUANTIZE_MAX_THREADS
