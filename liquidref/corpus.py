@@ -21,6 +21,7 @@ The corpus depends on the Python version (its standard library); the evaluation 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 import re
@@ -90,6 +91,13 @@ def stdlib_sentences(limit: int | None = None, stdlib_dir: str | Path | None = N
     root = Path(sysconfig.get_paths()["stdlib"] if stdlib_dir is None else stdlib_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"standard library directory {root} does not exist")
+    sentences = list(_collect(root.resolve()))
+    return sentences if limit is None else sentences[:limit]
+
+
+@functools.lru_cache(maxsize=4)
+def _collect(root: Path) -> tuple[str, ...]:
+    """The whole corpus of ``root`` in SHA-256 order (parsed once per process and directory)."""
     seen: set[str] = set()
     sentences = []
     for _, path in _source_files(root):
@@ -108,4 +116,4 @@ def stdlib_sentences(limit: int | None = None, stdlib_dir: str | Path | None = N
                 seen.add(key)
                 sentences.append(line)
     sentences.sort(key=lambda s: hashlib.sha256(s.encode("utf-8")).hexdigest())
-    return sentences if limit is None else sentences[:limit]
+    return tuple(sentences)
