@@ -147,7 +147,8 @@ def test_harness_accepts_the_correct_backend():
 
 @pytest.mark.parametrize("mutant", [name for name in NUMPY_BACKENDS if name != "correct"])
 def test_property_catches_mutant(mutant):
-    @settings(max_examples=100, database=None)
+    # derandomized: a mutant that differs only on rare roundings must be caught on every run
+    @settings(max_examples=100, database=None, derandomize=True)
     @given(case=gemm_cases(max_m=20, max_n=128, max_k=256))
     def run(case):
         check_backend(NUMPY_BACKENDS[mutant], case, _host_poisoned)
