@@ -147,8 +147,10 @@ def test_harness_accepts_the_correct_backend():
 
 @pytest.mark.parametrize("mutant", [name for name in NUMPY_BACKENDS if name != "correct"])
 def test_property_catches_mutant(mutant):
-    # derandomized: a mutant that differs only on rare roundings must be caught on every run
-    @settings(max_examples=100, database=None, derandomize=True)
+    # Derandomized, so a mutant caught once is caught on every run. The epilogue-order mutant
+    # differs from the contract only where float32 double rounding survives the fp16 rounding:
+    # about 1 drawn case in 60, hence the 300 examples.
+    @settings(max_examples=300, database=None, derandomize=True)
     @given(case=gemm_cases(max_m=20, max_n=128, max_k=256))
     def run(case):
         check_backend(NUMPY_BACKENDS[mutant], case, _host_poisoned)
