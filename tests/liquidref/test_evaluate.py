@@ -60,6 +60,23 @@ def test_activation_only_control_quantizes_activations_but_not_weights():
     assert (np.abs(y - exact) <= bound + np.abs(exact) * 2**-10 + 1e-6).all()
 
 
+def test_weight_only_control_uses_the_schemes_weights_with_fp16_activations():
+    from liquidref.baselines import SCHEMES
+
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((64, 128)).astype(np.float32)
+    X = rng.standard_normal((5, 128)).astype(np.float16)
+    lqq = SCHEMES["lqq-g64"]
+    control = ev_mod.WeightOnly(lqq)
+    w = control.quantize(W)
+    assert control.bits_per_weight(w) == lqq.bits_per_weight(w)
+    W_hat = lqq.dequantize(w)
+    y = control.linear(X, w)
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y, X.astype(np.float64) @ W_hat.T.astype(np.float64), rtol=2e-3, atol=2e-3)
+    assert not np.array_equal(y, lqq.linear(X, w))  # the W4A8 linear rounds X to int8 first
+
+
 # --- corpus -----------------------------------------------------------------------------------
 
 
@@ -110,7 +127,7 @@ def evaluation():
 def test_every_scheme_is_measured_with_sane_numbers(evaluation):
     corpus = stdlib_sentences(CI_SENTENCES)
     names = [r.name for r in evaluation.results]
-    assert names == list(ev_mod.SCHEME_ORDER) + [ev_mod.CONTROL]
+    assert names == list(ev_mod.SCHEME_ORDER) + list(ev_mod.CONTROLS)
     assert evaluation.sentences == CI_SENTENCES
     for r in evaluation.results:
         assert -1 <= r.worst_cosine <= r.mean_cosine < 1
@@ -122,6 +139,7 @@ def test_every_scheme_is_measured_with_sane_numbers(evaluation):
     assert 4.25 < lqq.bits_per_weight < 4.35
     assert len(lqq.sqnr_db) == 36 and lqq.min_sqnr_db > 15
     assert evaluation.result(ev_mod.CONTROL).mean_sqnr_db is None
+    assert evaluation.result(ev_mod.WEIGHT_ONLY_CONTROL).sqnr_db == lqq.sqnr_db
     four_bit = [evaluation.result(n) for n in ev_mod.FOUR_BIT]
     eight_bit = [evaluation.result("w8-per-channel"), evaluation.result(ev_mod.CONTROL)]
     # int8 weights (or none quantized) beat every 4-bit scheme on every embedding metric
@@ -152,7 +170,7 @@ def test_update_docs_replaces_only_the_generated_block(tmp_path):
     page.write_text(f"# Title\n\nprose\n\n{ev_mod.BEGIN_MARK}\nold numbers\n{ev_mod.END_MARK}\n\nafter\n")
     ev_mod.update_docs(page, f"{ev_mod.BEGIN_MARK}\nnew numbers\n{ev_mod.END_MARK}\n")
     assert page.read_text() == (
-        f"# Title\n\nprose\n\n{ev_mod.BEGIN_MARK}\nnew numbers\n{ev_mod.END_MARK}\nafter\n"
+        f"# Title\n\nprose\n\n{ev_mod.BEGIN_MARK}\nnew numbers\n{ev_mod.END_MARK}\n\nafter\n"
     )
     page.write_text("no markers")
     with pytest.raises(ValueError, match="no generated block"):
@@ -168,7 +186,7 @@ def test_command_writes_json_files_and_the_docs_page(tmp_path, capsys):
             "--out", str(tmp_path / "out"), "--docs", str(page)]
     assert ev_mod.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in printed["results"]] == ["lqq-g64", "w8-per-channel", ev_mod.CONTROL]
+    assert [r["name"] for r in printed["results"]] == ["lqq-g64", "w8-per-channel", *ev_mod.CONTROLS]
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == printed
     assert (tmp_path / "out" / ev_mod.FIGURE_NAME).is_file()
     assert (page.parent / "images" / ev_mod.FIGURE_NAME).is_file()
