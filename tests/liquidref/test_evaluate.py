@@ -218,6 +218,17 @@ def test_command_writes_json_files_and_the_docs_page(tmp_path, capsys):
     assert (tmp_path / "out" / ev_mod.FIGURE_NAME).is_file()
     assert (page.parent / "images" / ev_mod.FIGURE_NAME).is_file()
     assert "| lqq-g64 | cpu | int8 |" in page.read_text()
+    assert (
+        "Command: `liquidref evaluate --sentences 8 --schemes lqq-g64,w8-per-channel"
+        in page.read_text()
+    )
+    # --from-json re-renders the same page from the stored numbers, measuring nothing
+    written = page.read_text()
+    page.write_text(f"intro\n{ev_mod.BEGIN_MARK}\n{ev_mod.END_MARK}\n")
+    argv = ["--from-json", str(tmp_path / "out" / "results.json"), "--docs", str(page), "--quiet"]
+    assert ev_mod.main(argv) == 0
+    assert page.read_text() == written
+    assert ev_mod.main(["--from-json", str(tmp_path / "nope.json")]) == 2
 
 
 @needs_model
@@ -244,6 +255,15 @@ def test_command_exports_a_compact_model_and_runs_from_it(tmp_path, capsys):
     assert from_copy["corpus"] == "sentences.txt" and "standard library" in from_package["corpus"]
     assert ev_mod.main(["--model-dir", str(tmp_path / "nothing"), "--quiet"]) == 2
     assert ev_mod.main(["--corpus", str(tmp_path / "missing.txt"), "--quiet"]) == 2
+
+
+def test_gpu_option_without_a_gpu_fails_at_once_and_clearly(monkeypatch, capsys):
+    def no_gpu():
+        raise RuntimeError("no CUDA device found")
+
+    monkeypatch.setattr(minilm, "gpu_modules", no_gpu)
+    assert ev_mod.main(["--gpu", "--quiet"]) == 2
+    assert "--gpu needs CuPy and a CUDA GPU: no CUDA device found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
