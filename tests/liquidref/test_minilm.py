@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from liquidref import minilm, quantize_weight, w4a8_linear
 from liquidref.baselines import SCHEMES
@@ -152,6 +154,7 @@ def test_bad_input_is_refused_clearly(model):
 
 
 def test_missing_model_package_says_how_to_install(monkeypatch):
+    monkeypatch.delenv(minilm.MODEL_DIR_VARIABLE, raising=False)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
@@ -191,6 +194,16 @@ def test_embeddings_do_not_depend_on_batching(model):
     alone = np.concatenate([minilm.encode(model, [s]) for s in SENTENCES])
     batched = minilm.encode(model, SENTENCES, batch_size=len(SENTENCES))
     np.testing.assert_allclose(alone, batched, atol=1e-6)
+
+
+@given(
+    picks=st.lists(st.integers(0, len(SENTENCES) - 1), min_size=1, max_size=8),
+    batch_size=st.integers(1, 8),
+)
+def test_an_embedding_does_not_depend_on_its_batch_property(model, reference, picks, batch_size):
+    # padding, sorting by length and batch boundaries must not leak between sentences
+    out = minilm.encode(model, [SENTENCES[i] for i in picks], batch_size=batch_size)
+    np.testing.assert_allclose(out, reference[picks], atol=EMBEDDING_ATOL)
 
 
 def _tanh_gelu(x):
@@ -285,6 +298,29 @@ def test_quantized_linear_is_fp16_cast_oracle_plus_float32_bias(model):
     )
     assert not np.array_equal(skipped, expected)
     assert linears.calls == 1
+
+
+@pytest.mark.parametrize("scheme_name", ["lqq-g64", "qoq-g128", "w8-per-channel"])
+@given(rows=st.integers(1, 12), seed=st.integers(0, 2**32 - 1))
+def test_integer_schemes_quantize_each_token_alone_property(model, scheme_name, rows, seed):
+    """Permuting the tokens permutes the outputs bit for bit: no state is shared between rows,
+    which is why padded tokens and batch composition cannot change a sentence's embedding."""
+    linears = _quantized(model, scheme_name)
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((rows, 384)) * rng.uniform(0.1, 10, (rows, 1))).astype(np.float32)
+    order = rng.permutation(rows)
+    name = "encoder.layer.0.attention.self.query"
+    y, y_permuted = linears(name, X), linears(name, X[order])
+    assert np.array_equal(y[order].view(np.uint32), y_permuted.view(np.uint32))
+
+
+_QUANTIZED: dict = {}
+
+
+def _quantized(model, scheme_name) -> minilm.QuantizedLinears:
+    if scheme_name not in _QUANTIZED:
+        _QUANTIZED[scheme_name] = minilm.QuantizedLinears(model, SCHEMES[scheme_name])
+    return _QUANTIZED[scheme_name]
 
 
 def test_weight_sqnr_is_finite_and_ordered_by_precision(model):
