@@ -14,7 +14,7 @@ import functools
 import numpy as np
 
 from liquidref.constants import BLOCK_ROWS
-from liquidref.tiling import BARRIER_REGION_BYTES, TileConfig, choose_tile_config
+from liquidref.tiling import TileConfig, choose_tile_config
 
 from . import runtime
 

@@ -470,8 +470,8 @@ def device_array(name: str, x, dtype, shape=None, contiguous: bool = True, align
         alignment: required byte alignment of the data pointer (1 for none).
 
     Raises:
-        TypeError (not a device array, wrong dtype) or ValueError (shape, contiguity,
-        alignment, device), each saying what was expected.
+        TypeError: not a device array, or the wrong dtype (the message says what was expected).
+        ValueError: wrong shape, not contiguous, misaligned or on another device (likewise).
     """
     import numpy as np
 

@@ -317,8 +317,8 @@ def assert_bit_exact(actual: np.ndarray, expected: np.ndarray, name: str = "resu
     finite value was expected is a mismatch; that is what "bit-exact" means here.
 
     Raises:
-        AssertionError naming the number of differing elements and the first one (index,
-        both values and, for floats, both bit patterns in hex).
+        AssertionError: naming the number of differing elements and the first one (index,
+            both values and, for floats, both bit patterns in hex).
     """
     actual = np.asarray(actual)
     expected = np.asarray(expected)

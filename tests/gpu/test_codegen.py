@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from gpu import codegen, hopper
-from liquidref.tiling import WGMMA_S8_N, TileConfig
+from liquidref.tiling import BARRIER_REGION_BYTES, WGMMA_S8_N, TileConfig
 
 KERNELS = Path(codegen.__file__).parent / "kernels"
 
@@ -28,7 +28,7 @@ def test_wgmma_wrappers_pass_n_over_2_accumulators():
 def test_barrier_region_matches_the_kernel():
     source = (KERNELS / hopper.SOURCE).read_text()
     match = re.search(r"constexpr unsigned BARRIER_REGION_BYTES = (\d+);", source)
-    assert match and int(match.group(1)) == hopper.BARRIER_REGION_BYTES
+    assert match and int(match.group(1)) == BARRIER_REGION_BYTES
 
 
 def test_kernel_name_and_shared_memory():
