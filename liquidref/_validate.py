@@ -57,3 +57,36 @@ def require_positive_group_size(group_size) -> int:
     if group_size <= 0 or group_size % 4 != 0:
         raise ValueError(f"group_size must be a positive multiple of 4; got {group_size}")
     return int(group_size)
+
+
+def check_grouped_codes(q4, group_size, metadata: dict, s1) -> tuple[np.ndarray, int]:
+    """Shared checks of a two-level 4-bit weight (LiquidQuant, QoQ).
+
+    Args:
+        q4: uint8 [N, K] codes 0..15; K a positive multiple of ``group_size``.
+        group_size: k-elements per group.
+        metadata: name -> (array, dtype) of the per-group arrays, each [N, K / group_size].
+        s1: float32 [N] level-1 scales, finite and positive.
+
+    Returns:
+        the checked ``q4`` and the group size as an int.
+    """
+    from .constants import Q4_MAX
+
+    group_size = require_positive_group_size(group_size)
+    q4 = as_matrix("q4", q4, (np.uint8,))
+    n, k = q4.shape
+    require_group_multiple("q4", k, group_size)
+    groups = k // group_size
+    for name, (array, dtype) in metadata.items():
+        m = as_matrix(name, array, (dtype,))
+        if m.shape != (n, groups):
+            raise ValueError(
+                f"{name} must have shape (N, K/group_size) = ({n}, {groups}); got {m.shape}"
+            )
+    as_vector("s1", s1, np.float32, n)
+    if n and q4.max() > Q4_MAX:
+        raise ValueError(f"q4 codes must be 0..{Q4_MAX}; found {int(q4.max())}")
+    if not np.isfinite(s1).all() or (s1 <= 0).any():
+        raise ValueError("s1 must be finite and positive")
+    return q4, group_size

@@ -98,27 +98,14 @@ class QoQWeight:
     q8_limit: int = Q8_LIMIT
 
     def __post_init__(self) -> None:
-        group_size = v.require_positive_group_size(self.group_size)
-        q4 = v.as_matrix("q4", self.q4, (np.uint8,))
-        n, k = q4.shape
-        v.require_group_multiple("q4", k, group_size)
-        groups = k // group_size
-        for name, dtype in (("s", np.uint8), ("z", np.int8)):
-            m = v.as_matrix(name, getattr(self, name), (dtype,))
-            if m.shape != (n, groups):
-                raise ValueError(
-                    f"{name} must have shape (N, K/group_size) = ({n}, {groups}); got {m.shape}"
-                )
-        v.as_vector("s1", self.s1, np.float32, n)
-        if n and q4.max() > Q4_MAX:
-            raise ValueError(f"q4 codes must be 0..{Q4_MAX}; found {int(q4.max())}")
-        if n and (self.s.min() < 1 or int(self.s.max()) * Q4_MAX > 255):
+        q4, _ = v.check_grouped_codes(
+            self.q4, self.group_size, {"s": (self.s, np.uint8), "z": (self.z, np.int8)}, self.s1
+        )
+        if q4.shape[0] and (self.s.min() < 1 or int(self.s.max()) * Q4_MAX > 255):
             raise ValueError(
                 f"s must be >= 1 and keep q4 * s within a byte (s <= {255 // Q4_MAX}); found "
                 f"{int(self.s.min())}..{int(self.s.max())}"
             )
-        if not np.isfinite(self.s1).all() or (self.s1 <= 0).any():
-            raise ValueError("s1 must be finite and positive")
 
     @property
     def shape(self) -> tuple[int, int]:

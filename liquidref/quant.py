@@ -63,20 +63,10 @@ class LiquidQuantWeight:
     group_size: int = GROUP_SIZE
 
     def __post_init__(self) -> None:
-        group_size = v.require_positive_group_size(self.group_size)
-        q4 = v.as_matrix("q4", self.q4, (np.uint8,))
-        n, k = q4.shape
-        v.require_group_multiple("q4", k, group_size)
-        groups = k // group_size
-        for name in ("s", "a"):
-            m = v.as_matrix(name, getattr(self, name), (np.uint8,))
-            if m.shape != (n, groups):
-                raise ValueError(
-                    f"{name} must have shape (N, K/group_size) = ({n}, {groups}); got {m.shape}"
-                )
-        v.as_vector("s1", self.s1, np.float32, n)
-        if n and q4.max() > Q4_MAX:
-            raise ValueError(f"q4 codes must be 0..{Q4_MAX}; found {int(q4.max())}")
+        q4, group_size = v.check_grouped_codes(
+            self.q4, self.group_size, {"s": (self.s, np.uint8), "a": (self.a, np.uint8)}, self.s1
+        )
+        n = q4.shape[0]
         if n and (self.s.min() < 1 or self.s.max() > STEP_MAX):
             raise ValueError(
                 f"s must be 1..{STEP_MAX}; found {int(self.s.min())}..{int(self.s.max())}"
@@ -89,8 +79,6 @@ class LiquidQuantWeight:
                     f"q4 * s + a must stay within one byte (<= 255) or the dequant carries into "
                     f"the next lane; it is {int(u[row, col])} at row {row}, column {col}"
                 )
-        if not np.isfinite(self.s1).all() or (self.s1 <= 0).any():
-            raise ValueError("s1 must be finite and positive")
 
     @property
     def n(self) -> int:
