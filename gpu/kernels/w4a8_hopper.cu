@@ -367,6 +367,19 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 }  // namespace liquidref
 
 #ifdef LIQUIDREF_SASS_CHECK
+// The dequant alone, for tests/gpu/test_compile.py to count its integer instructions: one
+// thread's 16 bytes (32 weights, 4 words) with a block's (s, a) pairs, results stored whole.
+__global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, unsigned s_hi,
+                                     unsigned a_hi, uint4* __restrict__ out) {
+  uint4 r0, r1;
+  liquidref::hopper::dequant_word(codes.x, s_lo, a_lo, s_hi, a_hi, r0.x, r0.y);
+  liquidref::hopper::dequant_word(codes.y, s_lo, a_lo, s_hi, a_hi, r0.z, r0.w);
+  liquidref::hopper::dequant_word(codes.z, s_lo, a_lo, s_hi, a_hi, r1.x, r1.y);
+  liquidref::hopper::dequant_word(codes.w, s_lo, a_lo, s_hi, a_hi, r1.z, r1.w);
+  out[0] = r0;
+  out[1] = r1;
+}
+
 // Representative configurations for the CPU-side compile and SASS checks.
 template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 128, 8>(
     const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,

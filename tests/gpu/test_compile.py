@@ -129,12 +129,21 @@ def ptxas_report(log: str) -> dict[str, dict[str, int]]:
     return report
 
 
-def integer_instruction_count(mnemonics: list[str]) -> int:
-    """Integer ALU instructions (not moves) in a list of mnemonics."""
+def integer_instruction_count(mnemonics: list[str], uniform: bool = False) -> int:
+    """Integer ALU instructions (not moves) in a list of mnemonics.
+
+    With ``uniform``, the uniform-datapath forms (``ULOP3``, ``USHF``, ``UIMAD``, ...) count too:
+    ptxas moves work on values that are the same for every lane (kernel arguments) there.
+    """
+
+    def base(m: str) -> str:
+        op = m.split(".")[0]
+        return op[1:] if uniform and op.startswith("U") and op[1:] in INTEGER_OPCODES else op
+
     return sum(
         1
         for m in mnemonics
-        if m.split(".")[0] in INTEGER_OPCODES and not m.startswith("IMAD.MOV")
+        if base(m) in INTEGER_OPCODES and not m.removeprefix("U").startswith("IMAD.MOV")
     )
 
 
@@ -272,3 +281,28 @@ def test_checkers_catch_violations():
     assert ptxas_report(log) == {"_Z1k": {"stack": 8, "spill_stores": 4, "spill_loads": 4, "registers": 40}}
     with pytest.raises(ValueError, match="SASS must contain"):
         header_opcodes("// nvcc-arch: sm_90a\n")
+
+
+HOPPER_DEQUANT_BUDGET_PER_8 = 7  # the paper's count: unpack (AND, SHR+AND) + IMAD + XOR per 4
+
+
+def test_hopper_dequant_instruction_count(build_dir, record_property):
+    """The Hopper kernel's dequant (the same device function its main loop inlines) costs at
+    most 7 integer instructions per 8 weights; the block's (s, a) split (one PRMT per 8) is
+    outside the probe, as in the paper's count."""
+    _, sass = compile_sass("w4a8_hopper.cu", "sm_90a", build_dir)
+    functions = sass_functions(sass)
+    probe = [name for name in functions if DEQUANT_PROBE in name]
+    assert len(probe) == 1, f"expected one {DEQUANT_PROBE} in {list(functions)}"
+    mnemonics = functions[probe[0]]
+    count = integer_instruction_count(mnemonics, uniform=True)
+    per_8 = 8 * count / DEQUANT_PROBE_WEIGHTS
+    record_property("hopper_dequant_integer_instructions_per_8_weights", per_8)
+    assert 0 < per_8 <= HOPPER_DEQUANT_BUDGET_PER_8, f"{per_8} per 8 weights; SASS {mnemonics}"
+    igmma = [m for name, ms in functions.items() if "w4a8_hopper" in name for m in ms if opcode_matches(m, "IGMMA")]
+    assert igmma, "the Hopper kernel must issue IGMMA"
+
+
+def test_uniform_forms_are_counted():
+    assert integer_instruction_count(["ULOP3.LUT", "USHF.R.U32.HI", "UIMAD.MOV", "LOP3.LUT"], uniform=True) == 3
+    assert integer_instruction_count(["ULOP3.LUT", "LOP3.LUT"]) == 1
