@@ -301,6 +301,9 @@ def test_hopper_dequant_instruction_count(build_dir, record_property):
     assert 0 < per_8 <= HOPPER_DEQUANT_BUDGET_PER_8, f"{per_8} per 8 weights; SASS {mnemonics}"
     igmma = [m for name, ms in functions.items() if "w4a8_hopper" in name for m in ms if opcode_matches(m, "IGMMA")]
     assert igmma, "the Hopper kernel must issue IGMMA"
+    # the weights are the A operand from registers: "IGMMA.64xNx32.S8.S8 Rd, Ra, gdesc[..], Rc"
+    # (a shared-memory A would read "IGMMA... Rd, gdesc[..], ...")
+    assert re.search(r"IGMMA\.\S+\s+R\d+,\s*R\d+,\s*gdesc", sass), "IGMMA must take A from registers"
 
 
 def test_uniform_forms_are_counted():
