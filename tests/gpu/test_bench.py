@@ -507,11 +507,22 @@ def test_write_outputs_writes_json_text_and_plot(tmp_path):
 # --- the docs page -----------------------------------------------------------------------------
 
 
-def test_docs_page_has_the_markers_and_no_invented_numbers():
+RECORDED_RESULTS = bench.DOCS_PAGE.parent / "bench" / "bench.json"
+
+
+def test_docs_page_shows_exactly_the_recorded_run_and_no_invented_numbers():
+    """The page's results section is either the no-numbers notice or precisely what the renderer
+    makes of the committed results JSON (docs/bench/bench.json): no number typed by hand."""
     text = bench.DOCS_PAGE.read_text()
     section = text[text.index(bench.DOCS_BEGIN) + len(bench.DOCS_BEGIN): text.index(bench.DOCS_END)]
-    assert "No GPU numbers have been measured yet" in section
-    assert not any(ch.isdigit() for ch in section.replace("gpu.bench", ""))
+    if not RECORDED_RESULTS.is_file():
+        assert "No GPU numbers have been measured yet" in section
+        assert not any(ch.isdigit() for ch in section.replace("gpu.bench", ""))
+        return
+    result = json.loads(RECORDED_RESULTS.read_text())
+    assert result["schema"] == bench.SCHEMA_VERSION
+    assert section.strip("\n") == bench.render_markdown(result, "img/bench.png").strip("\n")
+    assert result["checks"] and all(c["ok"] and c["mismatches"] == 0 for c in result["checks"])
 
 
 def test_replace_docs_section_keeps_the_rest_and_is_idempotent():
