@@ -146,8 +146,9 @@ regs, tr = run_word(lqq, P, s, a)
 show_run(lqq, regs, tr)
 out_lo, out_hi = (int(regs[r]) for r in lqq.outputs["weights"])
 got = np.array([out_lo, out_hi], np.uint32).view(np.int8).reshape(2, 4)
+intended = codes.reshape(2, 4).astype(int) * s + a - OFFSET_BIAS  # q4 * s + mn
 print("weights as int8 (lo, hi; lane 0 first):", got.tolist())
-print("q4 * s + mn                           :", (codes.reshape(2, 4).astype(int) * s + a - OFFSET_BIAS).tolist())
+print("q4 * s + mn                           :", intended.tolist())
 
 # %% [markdown]
 # Every exact lane value stays at or below 255, so each `IMAD` is really four independent byte
@@ -181,7 +182,7 @@ regs_naive, tr_naive = run_word(naive, P, s, mn_byte)
 show_run(naive, regs_naive, tr_naive)
 got_naive = np.array([int(regs_naive[r]) for r in naive.outputs["weights"]], np.uint32)
 print("naive weights (lo, hi; lane 0 first):", got_naive.view(np.int8).reshape(2, 4).tolist())
-print("intended                            :", (codes.reshape(2, 4).astype(int) * s + a - OFFSET_BIAS).tolist())
+print("intended                            :", intended.tolist())
 
 # %% [markdown]
 # Each lane marked `CARRY` went past 255 (its exact value is printed), and the lane above it
@@ -321,7 +322,8 @@ for name, r in results.items():
 ce = results["qoq_unprotected"].counterexample
 print(f"minimal QoQ failure without the protective range: q4 = {ce['q4']}, s = {ce['s']}, "
       f"group [{ce['group_min']}, {ce['group_max']}], intended {ce['intended_weight']}, "
-      f"kernel byte {ce['result_register'][-2:]} = {np.int8(int(ce['result_register'], 16) & 0xFF)}")
+      f"kernel byte {ce['result_register'][-2:]} = "
+      f"{np.int8(int(ce['result_register'], 16) & 0xFF)}")
 
 # %% [markdown]
 # Reading the table:
@@ -386,13 +388,14 @@ fig.suptitle("Byte-lane failures of every valid (q4, s, offset), executed by the
 plt.show()
 
 # %% [markdown]
-# The naive scheme's panel is the picture of the argument above: every group that straddles
-# zero (`mn < 0 <= mx`, the upper-left quadrant) loses codes, and the larger the part of its
-# range above zero, the more of its codes fail. Groups with `mn >= 0` are safe (the byte of a
-# non-negative `mn` is small), and so are all-negative groups (no weight reaches zero). QoQ with `IADD` fails in the same region, for the same reason (the scaled zero
-# `-z * s` is a large byte whenever `z > 0`). The QoQ-without-protection failures hug the
-# edges of the plane: only groups whose minimum or maximum lies within `s / 2` of +-127 can
-# round past int8, which is exactly the strip the protective range cuts off.
+# The naive scheme's panel is the picture of the argument above: every group that
+# straddles zero (`mn < 0 <= mx`, the upper-left quadrant) loses codes, and the larger the part
+# of its range above zero, the more of its codes fail. Groups with `mn >= 0` are safe (the byte
+# of a non-negative `mn` is small), and so are all-negative groups (no weight reaches zero). QoQ
+# with `IADD` fails in the same region, for the same reason (the scaled zero `-z * s` is a large
+# byte whenever `z > 0`). The QoQ-without-protection failures hug the edges of the plane: only
+# groups whose minimum or maximum lies within `s / 2` of +-127 can round past int8, which is
+# exactly the strip the protective range cuts off.
 #
 # ## Check against the oracle
 #
