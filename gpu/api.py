@@ -40,6 +40,20 @@ MMA_SYNC_SOURCE = "w4a8_mma_sync.cu"
 QUANTIZE_MIN_THREADS = 128
 QUANTIZE_MAX_THREADS = 1024  # QUANT_MAX_THREADS in quantize_act.cu (tested)
 QUANTIZE_ROWS_PER_SM_TARGET = 2  # with fewer rows than 2 per SM, rows get more threads
+QUANTIZE_MIN_CHUNKS_PER_SLICE = 64  # 16-k chunks: a slice of a row is at least 1024 k
+
+
+def quantize_slices(rows: int, k: int, num_sms: int = 132) -> int:
+    """CTAs per row of the activation quantizer (each quantizes one slice of the row's chunks).
+
+    With fewer rows than about two per SM, a row is cut into slices of at least 64 chunks
+    (1024 k) until the rows fill the SMs; many rows get one CTA each.
+    """
+    if rows >= QUANTIZE_ROWS_PER_SM_TARGET * num_sms:
+        return 1
+    chunks = -(-k // ACT_CORE_BYTES)
+    wanted = -(-QUANTIZE_ROWS_PER_SM_TARGET * num_sms // max(rows, 1))
+    return max(1, min(wanted, chunks // QUANTIZE_MIN_CHUNKS_PER_SLICE))
 
 
 def quantize_threads(rows: int, k: int, num_sms: int = 132) -> int:
@@ -191,7 +205,7 @@ def _quantize(X, tiled: bool, check_finite: bool, out):
         bad_row = cupy.full((1,), INT32_MAX, np.int32) if check_finite else _scratch_word()
         kernel = _quantize_kernel(tiled)
         kernel(
-            (rows_out,),
+            (rows_out, quantize_slices(rows_out, k)),
             (quantize_threads(rows_out, k),),
             (X, x_out, s_x, bad_row, np.int32(m), np.int32(k), np.int32(rows_out)),
         )

@@ -42,14 +42,20 @@ __device__ __forceinline__ u32 quantize_quad(u32 halves01, u32 halves23, float s
 // x_out  int8 [M, K] (TILED = false) or [M_pad/8, K/16, 8, 16] (TILED = true), 16-byte vectors
 // s_x    float32 [M]
 // bad_row  int32 [1], preset to INT32_MAX by the host
-// grid = rows_out CTAs (M, or M_pad when TILED), a multiple of 32 threads each (at most 1024):
-// few rows get many threads, so a decode step's single row is not left to one small CTA
+// grid = (rows_out, slices) CTAs (rows_out = M, or M_pad when TILED), a multiple of 32 threads
+// each (at most 1024). With few rows (decode) a row gets many threads and is cut into `slices`
+// CTAs: each reads the whole row for its amax (the row is small and L2-resident) but quantizes
+// only its own slice of the 16-k chunks, so one long row is not left to one CTA. Slice 0 writes
+// s_x and the non-finite flag.
 template <bool TILED>
 __global__ void __launch_bounds__(QUANT_MAX_THREADS) quantize_act_kernel(
     const uint4* __restrict__ x, uint4* __restrict__ x_out, float* __restrict__ s_x,
     int* __restrict__ bad_row, int m, int k, int rows_out) {
     const int row = blockIdx.x;
     const int chunks = k / CHUNK_K;
+    const int chunk_begin = static_cast<int>(static_cast<i64>(blockIdx.y) * chunks / gridDim.y);
+    const int chunk_end = static_cast<int>(static_cast<i64>(blockIdx.y + 1) * chunks / gridDim.y);
+    const bool first_slice = blockIdx.y == 0;
     auto out_index = [&](int chunk) -> i64 {
         if (TILED) {
             return (static_cast<i64>(row / CORE_ROWS) * chunks + chunk) * CORE_ROWS + row % CORE_ROWS;
@@ -58,7 +64,7 @@ __global__ void __launch_bounds__(QUANT_MAX_THREADS) quantize_act_kernel(
     };
     if (row >= rows_out) return;
     if (row >= m) {  // zero padding rows of the tiled layout
-        for (int c = threadIdx.x; c < chunks; c += blockDim.x) x_out[out_index(c)] = make_uint4(0u, 0u, 0u, 0u);
+        for (int c = chunk_begin + threadIdx.x; c < chunk_end; c += blockDim.x) x_out[out_index(c)] = make_uint4(0u, 0u, 0u, 0u);
         return;
     }
     const uint4* x_row = x + static_cast<i64>(row) * (k / HALVES_PER_VECTOR);
@@ -85,13 +91,13 @@ __global__ void __launch_bounds__(QUANT_MAX_THREADS) quantize_act_kernel(
     amax_bits = warp_max[0];
     for (int w = 1; w < static_cast<int>(blockDim.x / WARP_SIZE); ++w) amax_bits = max(amax_bits, warp_max[w]);
 
-    if (amax_bits >= HALF_INF_BITS && threadIdx.x == 0) atomicMin(bad_row, row);
+    if (amax_bits >= HALF_INF_BITS && threadIdx.x == 0 && first_slice) atomicMin(bad_row, row);
     const float amax = half_bits_to_float(static_cast<u16>(amax_bits));
     const float scale = amax > 0.0f ? __fdiv_rn(amax, static_cast<float>(ACT_LIMIT)) : 1.0f;
-    if (threadIdx.x == 0) s_x[row] = scale;
+    if (threadIdx.x == 0 && first_slice) s_x[row] = scale;
 
     // pass 2: quantize 16 k per thread step into one 16-byte vector (the row is in L1/L2 now)
-    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+    for (int c = chunk_begin + threadIdx.x; c < chunk_end; c += blockDim.x) {
         const uint4 v0 = x_row[2 * c];
         const uint4 v1 = x_row[2 * c + 1];
         uint4 q;

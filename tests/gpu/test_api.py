@@ -247,3 +247,13 @@ def test_quantizer_threads_match_the_kernel_and_scale_with_rows():
         for k in (16, 64, 1000 * 16, 28672):
             threads = api.quantize_threads(rows, k)
             assert threads % 32 == 0 and api.QUANTIZE_MIN_THREADS <= threads <= api.QUANTIZE_MAX_THREADS
+
+
+def test_quantizer_slices_cut_long_rows_only_when_rows_are_few():
+    assert api.quantize_slices(1, 28672) == 28672 // 16 // api.QUANTIZE_MIN_CHUNKS_PER_SLICE
+    assert api.quantize_slices(1, 64) == 1
+    assert api.quantize_slices(4096, 28672) == 1
+    for rows in (1, 3, 16, 100, 263, 264):
+        for k in (16, 1024, 4096, 28672):
+            slices = api.quantize_slices(rows, k)
+            assert slices >= 1 and (slices == 1 or k // 16 // slices >= api.QUANTIZE_MIN_CHUNKS_PER_SLICE)
