@@ -55,7 +55,7 @@ print(f"packed block: {BLOCK_ROWS} rows x {BLOCK_K} k = {BLOCK_BYTES} bytes, "
 # warpgroups of 128 threads: one *load* warpgroup that only issues bulk copies, and two
 # *compute* warpgroups, each owning 64 of the tile's rows (the `m` of the tensor-core
 # instruction `wgmma m64nNk32`). `tokens_per_cta` is that instruction's `n`, so it must be one
-# of the `n` values wgmma accepts for int8 (8, 16, 24, ..., 256).
+# of the `n` values wgmma accepts for int8 (8, 16, 24, 32, 48, 64, 80, ..., 256).
 #
 # The k dimension runs in *stages* of `k_per_stage` through a ring of `stages` shared-memory
 # buffers: while the compute warpgroups work on stage s, the load warpgroup is already
@@ -77,7 +77,8 @@ def describe(m: int, n: int, k: int) -> list[str]:
     padded = tokens * config.tokens_per_cta
     return [f"{m:>5}", f"{config.tokens_per_cta:>4}", f"{config.k_per_stage:>4}",
             f"{config.stages:>3}", f"{config.split_k:>3}", f"{rows:>3} x {tokens:>2} x {splits}",
-            f"{ctas:>5}", f"{ctas / DEFAULT_NUM_SMS:>5.2f}", f"{last - first:>3} of {stages_total:<3}",
+            f"{ctas:>5}", f"{ctas / DEFAULT_NUM_SMS:>5.2f}",
+            f"{last - first:>3} of {stages_total:<3}",
             f"{config.shared_memory_bytes / 1024:>5.0f}", f"{1 - m / padded:>5.0%}"]
 
 
@@ -106,10 +107,10 @@ for name, (n, k) in {"llama3-8b qkv": (6144, 4096), "llama3-8b down": (4096, 143
 #   weight for many tokens. From M = 1024 there are enough tiles to fill the GPU without
 #   split-K; at M = 256 the down projection (only 64 tiles) still splits K in two.
 #
-# Every configuration takes as many ring stages as fit in the 227 KiB of shared memory a CTA
-# can have (wider token tiles need more activation bytes per stage, so fewer stages fit).
-# `k_per_stage = 256` won in the H200 sweeps (fewer barrier round trips per byte). `TileConfig`
-# refuses what the hardware cannot run:
+# Every configuration takes as many ring stages (up to 8) as fit in the 227 KiB of shared
+# memory a CTA can have (wider token tiles need more activation bytes per stage, so fewer
+# stages fit). `k_per_stage = 256` won in the H200 sweeps (fewer barrier round trips per
+# byte). `TileConfig` refuses what the hardware cannot run:
 
 # %%
 for bad in (dict(tokens_per_cta=100), dict(stages=12, tokens_per_cta=256)):
@@ -168,11 +169,13 @@ s_r, a_r = int(meta[s_byte_r]), int(meta[a_byte_r])
 s_r8, a_r8 = int(meta[s_byte_r8]), int(meta[a_byte_r8])
 deq_lo = lr.dequant_word(lo, s_r, a_r)  # (lo * s + a * 0x01010101) ^ 0x80808080
 deq_hi = lr.dequant_word(hi, s_r8, a_r8)
-print(f"rows r = {int(row_r)} (s = {s_r}, a = {a_r}) and r + 8 = {int(row_r8)} (s = {s_r8}, a = {a_r8})")
+print(f"rows r = {int(row_r)} (s = {s_r}, a = {a_r}) and "
+      f"r + 8 = {int(row_r8)} (s = {s_r8}, a = {a_r8})")
 for p in range(4):
-    print(f"  P{p}: lo 0x{int(lo[p]):08x} -> 0x{int(deq_lo[p]):08x} "
-          f"{deq_lo[p:p + 1].view(np.int8).tolist()}   "
-          f"hi 0x{int(hi[p]):08x} -> 0x{int(deq_hi[p]):08x} {deq_hi[p:p + 1].view(np.int8).tolist()}")
+    lanes_lo = deq_lo[p:p + 1].view(np.int8).tolist()  # the 4 int8 weights, lane 0 first
+    lanes_hi = deq_hi[p:p + 1].view(np.int8).tolist()
+    print(f"  P{p}: lo 0x{int(lo[p]):08x} -> 0x{int(deq_lo[p]):08x} {lanes_lo}   "
+          f"hi 0x{int(hi[p]):08x} -> 0x{int(deq_hi[p]):08x} {lanes_hi}")
 
 # %% [markdown]
 # The dequantized words go straight into the A-operand registers of the two `wgmma` k32 steps
@@ -241,8 +244,9 @@ plt.show()
 # The tensor core multiplies the 64 x 32 int8 A tile by a 32 x n int8 activation tile (read
 # from shared memory through a descriptor) and adds the products into int32 accumulators held
 # in registers: thread t owns n / 2 of the 64 x n results, spread over rows r, r + 8 and pairs
-# of tokens (`wgmma_accumulator_fragment`). Every product is at most 127 * 127 in magnitude,
-# so for K up to 133 144 the int32 sums never overflow and are **exact**, in any order.
+# of tokens (`wgmma_accumulator_fragment`). With activations in [-127, 127] and the weights
+# `quantize_weight` produces, every product is at most 127 * 127 in magnitude, so for K up to
+# `MAX_EXACT_K` = 133 144 the int32 sums never overflow and are **exact**, in any order.
 #
 # Exactness is what makes split-K free of error: each slice of k stages produces an exact
 # int32 partial sum, and adding the partials in int32 gives exactly the full sum. The scales
@@ -265,7 +269,8 @@ assert np.array_equal(sum(partials), acc_full)
 assert np.array_equal(tiled_accumulate(x_i8, packed, config), acc_full)
 print("sum of the int32 partials == full int32 accumulator == tiled pipeline's accumulator")
 
-thread_rows, thread_tokens = wgmma_accumulator_fragment(thread, np.arange(config.tokens_per_cta // 2))
+accumulator_registers = np.arange(config.tokens_per_cta // 2)
+thread_rows, thread_tokens = wgmma_accumulator_fragment(thread, accumulator_registers)
 print(f"thread {thread} holds accumulators of rows {sorted(set(thread_rows.tolist()))}, "
       f"tokens {sorted(set(thread_tokens.tolist()))}")
 
@@ -278,7 +283,8 @@ print(f"thread {thread} holds accumulators of rows {sorted(set(thread_rows.tolis
 y_oracle = lr.gemm(x_i8, s_x, w)
 y_per_split = sum(lr.epilogue(p, s_x, w.s1).astype(np.float32) for p in partials).astype(np.float16)
 wrong = np.count_nonzero(y_per_split.view(np.uint16) != y_oracle.view(np.uint16))
-print(f"epilogue per split, then sum: {wrong} of {y_oracle.size} fp16 outputs differ from the oracle")
+print(f"epilogue per split, then sum: {wrong} of {y_oracle.size} fp16 outputs differ "
+      "from the oracle")
 assert wrong > 0
 
 # %% [markdown]
@@ -389,10 +395,11 @@ fig, ax = plt.subplots(figsize=(7, 3.4))
 for tokens in (16, 64, 256):
     cfg = TileConfig(2, tokens, 128, 4, 1)
     cost = schedule.stage_costs(cfg, hw)
-    ratio = [schedule.simulate_excp(cost, s, cfg).makespan / schedule.simulate_imfp(cost, s, cfg).makespan
-             for s in stage_counts]
+    ratio = [schedule.simulate_excp(cost, s, cfg).makespan
+             / schedule.simulate_imfp(cost, s, cfg).makespan for s in stage_counts]
     ax.plot(stage_counts, ratio, "-o", ms=3, label=f"M = {tokens}")
-    print(f"M = {tokens:>3}: ExCP / ImFP time at 4 stages {ratio[2]:.3f}, at 64 stages {ratio[-1]:.3f}")
+    print(f"M = {tokens:>3}: ExCP / ImFP time at 4 stages {ratio[2]:.3f}, "
+          f"at 64 stages {ratio[-1]:.3f}")
 ax.axhline(1.0, color="gray", lw=0.6)
 ax.set_xscale("log", base=2)
 ax.set(title="ExCP / ImFP time of one CTA against its k stages", xlabel="k stages per CTA",
@@ -429,7 +436,8 @@ for bits, alpha, color in ((4, schedule.LQQ_ALPHA, "tab:green"), (8, 0.0, "tab:b
     knees[bits] = (schedule.analytic_knee(hw, bits), schedule.simulated_knee(hw, bits, alpha))
     ax.plot(token_counts, per_stage, color=color, label=f"W{bits}A8")
     ax.axvline(knees[bits][0], color=color, ls=":", lw=1)
-    ax.text(knees[bits][0], per_stage[-1] * 0.9, f" knee {knees[bits][0]:.0f}", color=color, fontsize=8)
+    ax.text(knees[bits][0], per_stage[-1] * 0.9, f" knee {knees[bits][0]:.0f}", color=color,
+            fontsize=8)
     print(f"W{bits}A8: analytic knee {knees[bits][0]:.1f} tokens, simulated {knees[bits][1]:.1f}")
 ax.set(title=f"{hw.name}: ns per 128-row stage against tokens per CTA (ImFP model)",
        xlabel="tokens per CTA (the model runs past wgmma's n <= 256)", ylabel="ns per stage")

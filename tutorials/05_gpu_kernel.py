@@ -52,7 +52,7 @@ print("available on this machine:", api.available_backends())
 #
 # | backend | what it is |
 # |---|---|
-# | `hopper` | the LiquidGEMM kernel for sm_90 (H100/H200): TMA bulk copies, `wgmma` with the dequantized weights in registers, the implicit pipeline of tutorial 4, split-K |
+# | `hopper` | the LiquidGEMM kernel for sm_90 (H100/H200): `cp.async.bulk` copies into a stage ring, `wgmma` with the dequantized weights in registers, the implicit pipeline of tutorial 4, split-K |
 # | `hopper_qoq_dequant` | the same kernel with QServe's dequant instructions (an ablation; bit-exact too) |
 # | `mma_sync` | a portable kernel on `mma.sync m16n8k32` (sm_80+): the correctness baseline and fallback |
 #
@@ -77,8 +77,9 @@ N, K, M = 4096, 4096, 16
 W = (0.02 * rng.standard_t(df=5, size=(N, K))).astype(np.float16)
 w = lr.quantize_weight(W)
 packed = lr.pack_weight(w)
-print(f"weight [{N}, {K}]: fp16 {W.nbytes / 2**20:.1f} MiB -> packed {packed.nbytes / 2**20:.2f} MiB "
-      f"(codes {packed.codes.nbytes / 2**20:.1f} + meta {packed.meta.nbytes / 2**20:.2f} + s1), "
+print(f"weight [{N}, {K}]: fp16 {W.nbytes / 2**20:.1f} MiB -> "
+      f"packed {packed.nbytes / 2**20:.2f} MiB (codes {packed.codes.nbytes / 2**20:.1f} "
+      f"+ meta {packed.meta.nbytes / 2**20:.2f} + s1), "
       f"{W.nbytes / packed.nbytes:.2f}x fewer bytes to read per call")
 
 X = rng.standard_normal((M, K)).astype(np.float16)
@@ -163,14 +164,15 @@ else:
 # here, and nothing on this page is measured during the build.
 
 # %%
-REPO = Path(lr.__file__).resolve().parent.parent
+REPO = Path(importlib.util.find_spec("liquidref").origin).resolve().parent.parent  # the checkout
 BENCH_JSON = REPO / "docs" / "bench" / "bench.json"
 
 results = None
 if BENCH_JSON.is_file():
     results = json.loads(BENCH_JSON.read_text())
     if results.get("schema") != bench.SCHEMA_VERSION:
-        raise ValueError(f"{BENCH_JSON}: not a gpu.bench results file of schema {bench.SCHEMA_VERSION}")
+        raise ValueError(f"{BENCH_JSON}: not a gpu.bench results file of schema "
+                         f"{bench.SCHEMA_VERSION}")
     if "summary" not in results:  # a raw file: add the ratios and the per-M summary
         results = bench.derive(results)
     checks = results["checks"]
@@ -195,16 +197,18 @@ else:
 
 # %%
 if results is not None:
-    hopper_only = dict(results, summary=[row for row in results["summary"] if row["backend"] == "hopper"])
+    hopper_rows = [row for row in results["summary"] if row["backend"] == "hopper"]
+    hopper_only = dict(results, summary=hopper_rows)
     print(bench.render_summary(hopper_only))
     by_backend = {}
     for row in results["summary"]:
         by_backend.setdefault(row["backend"], {})[row["m"]] = row
     if "hopper_qoq_dequant" in by_backend and "hopper" in by_backend:
-        slower = [by_backend["hopper"][m]["vs"]["cublas_bf16"] / by_backend["hopper_qoq_dequant"][m]["vs"]["cublas_bf16"]
-                  for m in by_backend["hopper"] if m in by_backend["hopper_qoq_dequant"]]
-        print(f"the QServe-style dequant (hopper_qoq_dequant) takes {min(slower):.2f}x-{max(slower):.2f}x "
-              "the time of LiquidQuant's IMAD + XOR, over all M")
+        ours_lqq, ours_qoq = by_backend["hopper"], by_backend["hopper_qoq_dequant"]
+        slower = [ours_lqq[m]["vs"]["cublas_bf16"] / ours_qoq[m]["vs"]["cublas_bf16"]
+                  for m in ours_lqq if m in ours_qoq]
+        print(f"the QServe-style dequant (hopper_qoq_dequant) takes {min(slower):.2f}x-"
+              f"{max(slower):.2f}x the time of LiquidQuant's IMAD + XOR, over all M")
 
 # %% [markdown]
 # The figure draws those ratios against M, with one thin line per shape behind the geometric
@@ -217,7 +221,8 @@ if results is not None:
 
 # %%
 if results is not None:
-    peers = [("cublas_bf16", "speed-up over cuBLAS bf16"), ("cublas_int8", "speed-up over cuBLAS int8")]
+    peers = [("cublas_bf16", "speed-up over cuBLAS bf16"),
+             ("cublas_int8", "speed-up over cuBLAS int8")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     ours = [r for r in results["records"] if r["kind"] == "ours" and r["status"] == "ok"]
     for ax, (peer, label) in zip(axes, peers):
@@ -237,10 +242,10 @@ if results is not None:
         ax.set(title=label, xlabel="M (tokens)", ylabel="peer time / our time")
     for backend, color in (("hopper", "tab:green"), ("mma_sync", "tab:gray")):
         rows = sorted(by_backend.get(backend, {}).items())
-        axes[2].plot([m for m, _ in rows], [100 * (row["floor_frac"] or 0) for _, row in rows], "-o",
-                     ms=3, color=color, label=backend)
-    axes[2].set(title="share of the hardware floor", xlabel="M (tokens)", ylabel="floor / our time (%)",
-                ylim=(0, 100))
+        axes[2].plot([m for m, _ in rows], [100 * (row["floor_frac"] or 0) for _, row in rows],
+                     "-o", ms=3, color=color, label=backend)
+    axes[2].set(title="share of the hardware floor", xlabel="M (tokens)",
+                ylabel="floor / our time (%)", ylim=(0, 100))
     token_counts = sorted({r["m"] for r in ours})
     for ax in axes:
         ax.set_xscale("log", base=2)

@@ -69,9 +69,11 @@ print("shapes():", [tuple(s) for s in draw_examples(shapes(), 8)])
 for W in draw_examples(weight_matrices(4, 128), 6):
     absolute = np.abs(W.astype(np.float64))
     print(f"weight_matrices(4, 128): {str(W.dtype):<7}  max |W| {absolute.max():8.3g}  "
-          f"median |W| {np.median(absolute):8.3g}  zero rows {int((absolute.max(axis=1) == 0).sum())}")
+          f"median |W| {np.median(absolute):8.3g}  "
+          f"zero rows {int((absolute.max(axis=1) == 0).sum())}")
 for X in draw_examples(activations(3, 64), 3):
-    print(f"activations(3, 64): {X.dtype}, max |X| per token {np.abs(X.astype(np.float64)).max(axis=1)}")
+    per_token = np.abs(X.astype(np.float64)).max(axis=1)
+    print(f"activations(3, 64): {X.dtype}, max |X| per token {per_token}")
 
 # %% [markdown]
 # The weight strategy mixes Gaussian, heavy-tailed Student-t, uniform and exact-tie grids, at
