@@ -1,8 +1,14 @@
-"""The docs build's hook and configuration: parsing of percent scripts, the generated nav, and
-the offline rules (no web fonts, no privacy plugin)."""
+"""The docs build: parsing of percent scripts, the generated nav, the offline rules (no web fonts,
+no privacy plugin), API pages that document every name the tutorials use, and the docstring
+conversion of docs/griffe_rst.py."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
+import re
+import types
 
 import pytest
 
@@ -48,3 +54,119 @@ def test_site_builds_offline():
     assert "font: false" in text
     assert "privacy" not in text
     assert "strict: true" in text
+
+
+# --- the API pages document what the tutorials use ---------------------------------------
+# Issue 7: the tutorials use the same public API the API pages document. Every name a tutorial
+# reaches in liquidref, emulator or gpu (through an import or an attribute of an imported
+# module) must be documented on an API page: the same object as a `::: identifier` there, or,
+# for an UPPER_CASE constant, in a module whose docstring is rendered there (`::: module`).
+
+PACKAGES = ("liquidref", "emulator", "gpu")
+
+
+def names_used(source: str) -> set[str]:
+    """Fully qualified names of liquidref/emulator/gpu objects that a script uses."""
+    tree = ast.parse(source)
+    alias: dict[str, str] = {}
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for item in node.names:
+                if item.name.split(".")[0] in PACKAGES:
+                    alias[item.asname or item.name.split(".")[0]] = (
+                        item.name if item.asname else item.name.split(".")[0]
+                    )
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES:
+            for item in node.names:
+                alias[item.asname or item.name] = f"{node.module}.{item.name}"
+                used.add(f"{node.module}.{item.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain, root = [], node
+            while isinstance(root, ast.Attribute):
+                chain.append(root.attr)
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in alias:
+                used.add(".".join([alias[root.id], *reversed(chain)]))
+    return used
+
+
+def resolve(name: str):
+    """Import the longest module prefix of ``name`` and walk the rest as attributes."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for part in parts[cut:]:
+            obj = getattr(obj, part)
+        return obj
+    raise ModuleNotFoundError(name)
+
+
+def documented_identifiers() -> set[str]:
+    """Every ``::: identifier`` of the API pages, plus ``identifier.NAME`` for each NAME of its
+    explicit ``members:`` list."""
+    found: set[str] = set()
+    for page in sorted((REPO / "docs" / "api").glob("*.md")):
+        current = None
+        for line in page.read_text().splitlines():
+            block = re.match(r"^::: ([\w.]+)", line)
+            if block:
+                current = block.group(1)
+                found.add(current)
+            elif current and (member := re.match(r"^\s+- (\w+)\s*$", line)):
+                found.add(f"{current}.{member.group(1)}")
+            elif line and not line[0].isspace():
+                current = None
+    return found
+
+
+def test_names_used():
+    source = "import liquidref as lr\nfrom emulator import isa\nlr.gemm(isa.F_DST, x.y)\n"
+    assert names_used(source) == {"liquidref.gemm", "emulator.isa", "emulator.isa.F_DST"}
+
+
+@pytest.mark.parametrize("script", hooks.tutorial_scripts(), ids=lambda s: s.stem)
+def test_api_pages_document_what_the_tutorial_uses(script):
+    documented = documented_identifiers()
+    documented_objects = [resolve(name) for name in documented]
+    missing = []
+    for name in sorted(names_used(script.read_text())):
+        obj = resolve(name)
+        module, _, attribute = name.rpartition(".")
+        if isinstance(obj, types.ModuleType) or name in documented:
+            continue
+        if attribute.isupper() and module in documented:
+            continue
+        if not any(obj is other for other in documented_objects):
+            missing.append(name)
+    assert not missing, f"{script.name} uses names no API page documents: {missing}"
+
+
+# --- docs/griffe_rst.py: reST habits of the docstrings, rendered as Markdown ---------------
+def _griffe_rst():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("liquidref_griffe_rst", REPO / "docs" / "griffe_rst.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simple_table_is_fenced_whole():
+    text = "Intro:\n\n====  ====\nname  value\n====  ====\nA     1\n  B   2\n====  ====\n\nAfter."
+    out = _griffe_rst().markdown_docstring(text).splitlines()
+    assert out[:2] == ["Intro:", ""]
+    assert out[2] == "```text" and out[9] == "```"
+    assert out[3:9] == text.splitlines()[2:8]
+    assert out[-1] == "After."
+
+
+def test_literal_block_marker_becomes_a_colon_only_before_an_indented_block():
+    text = "Layout::\n\n    a b c\n\nRatio 2::1 stays.\nTail::\nnot indented"
+    out = _griffe_rst().markdown_docstring(text)
+    assert out.splitlines()[0] == "Layout:" and "    a b c" in out
+    assert "Ratio 2::1 stays." in out and "Tail::" in out
+
