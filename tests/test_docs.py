@@ -170,3 +170,28 @@ def test_literal_block_marker_becomes_a_colon_only_before_an_indented_block():
     assert out.splitlines()[0] == "Layout:" and "    a b c" in out
     assert "Ratio 2::1 stays." in out and "Tail::" in out
 
+
+
+# --- the executor of docs/hooks.py on small made-up scripts --------------------------------
+def test_executor_records_output_and_figures_per_cell(tmp_path):
+    script = tmp_path / "01_made_up.py"
+    script.write_text(
+        "# %% [markdown]\n# # 1. Made up\n\n# %%\nimport matplotlib.pyplot as plt\n"
+        "print('hello')\nfig, ax = plt.subplots()\nax.set_title('a line')\nax.plot([0, 1])\n"
+        "plt.show()\n\n# %%\nassert 1 + 1 == 2\n"
+    )
+    out = tmp_path / "out"
+    run = hooks.run_tutorial(script, out)
+    assert run.returncode == 0, run.stderr
+    page = (out / "page.md").read_text()
+    assert page.startswith("# 1. Made up") and "```text\nhello\n```" in page
+    assert "![a line](01_made_up/01_made_up-fig01.png)" in page
+    assert (out / "01_made_up-fig01.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_executor_fails_with_the_scripts_own_line_number(tmp_path):
+    script = tmp_path / "01_broken.py"
+    script.write_text("# %% [markdown]\n# # 1. Broken\n\n# %%\nx = 1\n\n# %%\nassert x == 2, 'oops'\n")
+    run = hooks.run_tutorial(script, tmp_path / "out")
+    assert run.returncode != 0
+    assert f'File "{script}", line 8' in run.stderr and "oops" in run.stderr
