@@ -47,6 +47,7 @@ TUTORIAL_GLOB = "[0-9][0-9]_*.py"
 SITE_FOLDER = "tutorials"  # where the rendered pages live inside the site
 CELL_MARKER = re.compile(r"^# %%(?P<rest>.*)$")
 FIGURE_DPI = 110
+TUTORIAL_TIMEOUT_S = 300  # one tutorial; all of them together should take well under 2 minutes
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -216,18 +217,27 @@ def tutorial_scripts() -> list[Path]:
     return sorted(TUTORIALS.glob(TUTORIAL_GLOB))
 
 
-def run_tutorial(script: Path, out_dir: Path) -> subprocess.CompletedProcess:
-    """Execute one tutorial in a fresh Python process (cwd = a scratch directory)."""
+def run_tutorial(
+    script: Path, out_dir: Path, timeout_s: float = TUTORIAL_TIMEOUT_S
+) -> subprocess.CompletedProcess:
+    """Execute one tutorial in a fresh Python process (cwd = a scratch directory).
+
+    A run longer than ``timeout_s`` is stopped and reported as failed (return code -9), so a
+    tutorial that hangs fails the build instead of stalling it.
+    """
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    command = [sys.executable, str(Path(__file__).resolve()), str(script), str(out_dir)]
     with tempfile.TemporaryDirectory(prefix="liquidref-tutorial-") as scratch:
-        return subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), str(script), str(out_dir)],
-            cwd=scratch,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        try:
+            return subprocess.run(
+                command, cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired as expired:
+            stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else ""
+            return subprocess.CompletedProcess(
+                command, -9, "", f"{stderr}\n{script.name} ran longer than {timeout_s} s; stopped"
+            )
 
 
 def on_config(config):

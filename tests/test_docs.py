@@ -195,3 +195,10 @@ def test_executor_fails_with_the_scripts_own_line_number(tmp_path):
     run = hooks.run_tutorial(script, tmp_path / "out")
     assert run.returncode != 0
     assert f'File "{script}", line 8' in run.stderr and "oops" in run.stderr
+
+
+def test_executor_stops_a_tutorial_that_hangs(tmp_path):
+    script = tmp_path / "01_hangs.py"
+    script.write_text("# %%\nimport time\ntime.sleep(60)\n")
+    run = hooks.run_tutorial(script, tmp_path / "out", timeout_s=1)
+    assert run.returncode != 0 and "ran longer than 1 s" in run.stderr
