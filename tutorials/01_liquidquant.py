@@ -112,7 +112,7 @@ print("  s   ", s[0, :6])
 print("  a   ", a[0, :6])
 
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [2, 1]})
-row, k_shown = 0, 4 * GROUP_SIZE
+row, k_shown = 0, 2 * GROUP_SIZE
 k = np.arange(k_shown)
 left.plot(k, q8[row, :k_shown], ".", ms=3, color="tab:blue", label="q8 (level 1)")
 recon = (q4 * s[..., None] + mn[..., None]).reshape(N, K)
@@ -297,7 +297,7 @@ left.plot(W_hat[0, group], "x", ms=4, label="w_i8 * s1")
 left.set(title="row 0, group 0: original and reconstructed", xlabel="k in the group",
          ylabel="weight")
 left.legend(fontsize=8)
-right.hist((error / w.s1[:, None]).ravel(), bins=101, color="tab:gray")
+right.hist((error / w.s1[:, None]).ravel(), bins=np.arange(-9, 9.01, 0.25), color="tab:gray")
 right.set(title="error in units of s1 (all weights)", xlabel="(W_hat - W) / s1", ylabel="count")
 plt.show()
 
