@@ -40,5 +40,7 @@ def test_tutorial_executes(script, tmp_path):
     assert run.returncode == 0, f"{script.name} failed:\n{run.stderr[-4000:]}"
     page = (tmp_path / "page.md").read_text()
     assert page.startswith("# ")
-    for name in re.findall(rf"\]\({script.stem}/([^)]+\.png)\)", page):
+    figures = re.findall(rf"\]\({script.stem}/([^)]+\.png)\)", page)
+    assert figures, f"{script.name} draws no figure (issue 7: every tutorial is illustrated)"
+    for name in figures:
         assert (tmp_path / name).stat().st_size > 0
