@@ -14,7 +14,7 @@ import functools
 import numpy as np
 
 from liquidref.constants import BLOCK_ROWS
-from liquidref.tiling import TileConfig, choose_tile_config
+from liquidref.tiling import SHARED_MEMORY_LIMIT, TileConfig, choose_tile_config
 
 from . import runtime
 
@@ -22,17 +22,55 @@ SOURCE = "w4a8_hopper.cu"
 THREADS_PER_WARPGROUP = 128
 
 
-def kernel_name(config: TileConfig) -> str:
-    """The C++ name of the kernel instantiation for ``config``."""
-    return (
-        "liquidref::hopper::w4a8_hopper<"
-        f"{config.compute_warpgroups}, {config.tokens_per_cta}, {config.k_per_stage}, {config.stages}>"
-    )
+# Backends of this kernel: variant -> (kernel template, NVRTC options).
+#   hopper              the LiquidGEMM kernel (implicit fine-grained pipeline, ImFP)
+#   hopper_qoq_dequant  ablation: QServe's dequant instructions (IMUL + per-byte vadd4) on the
+#                       same bytes (bit-exact, see the .cu)
+#   hopper_excp         ablation: the explicit three-role pipeline (a dequant warpgroup writes
+#                       int8 weights to shared memory for an MMA warpgroup)
+VARIANTS = {
+    "hopper": ("w4a8_hopper", ()),
+    "hopper_qoq_dequant": ("w4a8_hopper", ("-DLIQUIDREF_DEQUANT_QOQ=1",)),
+    "hopper_excp": ("w4a8_hopper_excp", ()),
+}
+EXCP_A_SLOTS = 2  # EXCP_A_SLOTS in the .cu (tested): int8 weight buffers between the roles
+EXCP_MAX_TOKENS = 128  # one MMA warpgroup holds both row blocks' accumulators
 
 
-def shared_memory_bytes(config: TileConfig) -> int:
-    """Dynamic shared memory of one CTA (``TileConfig.shared_memory_bytes``)."""
-    return config.shared_memory_bytes
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
+
+
+def kernel_name(config: TileConfig, variant: str = "hopper") -> str:
+    """The C++ name of the kernel instantiation for ``config`` and ``variant``."""
+    _check_variant(variant)
+    template = VARIANTS[variant][0]
+    fields = [config.tokens_per_cta, config.k_per_stage, config.stages]
+    if template == "w4a8_hopper":
+        fields.insert(0, config.compute_warpgroups)
+    return f"liquidref::hopper::{template}<{', '.join(map(str, fields))}>"
+
+
+def shared_memory_bytes(config: TileConfig, variant: str = "hopper") -> int:
+    """Dynamic shared memory of one CTA: ``TileConfig.shared_memory_bytes``, plus the int8
+    weight buffers between the two roles for ``hopper_excp``."""
+    _check_variant(variant)
+    extra = 0
+    if variant == "hopper_excp":
+        extra = EXCP_A_SLOTS * config.rows_per_cta * config.k_per_stage
+    return config.shared_memory_bytes + extra
+
+
+def excp_config(config: TileConfig) -> TileConfig:
+    """The nearest configuration the ExCP ablation runs: two row blocks, n <= 128, and as many
+    of ``config``'s stages as fit beside its int8 weight buffers (at least 2)."""
+    tokens = min(config.tokens_per_cta, EXCP_MAX_TOKENS)
+    for stages in range(config.stages, 1, -1):
+        candidate = TileConfig(2, tokens, config.k_per_stage, stages, config.split_k)
+        if shared_memory_bytes(candidate, "hopper_excp") <= SHARED_MEMORY_LIMIT:
+            return candidate
+    raise ValueError(f"no ExCP configuration near {config} fits in shared memory")
 
 
 def is_available() -> bool:
@@ -47,25 +85,18 @@ def is_available() -> bool:
         return False
 
 
-# Backends of this kernel: the LiquidGEMM kernel itself, and the ablation that swaps in QServe's
-# dequant instructions (IMUL + per-byte vadd4) on the same bytes (bit-exact, see the .cu).
-VARIANTS = {
-    "hopper": (),
-    "hopper_qoq_dequant": ("-DLIQUIDREF_DEQUANT_QOQ=1",),
-}
-
 _kernels: dict[tuple, object] = {}
 _scratch: dict[int, dict[str, object]] = {}
 
 
-def _kernel(config: TileConfig, options: tuple[str, ...] = ()):
+def _kernel(config: TileConfig, variant: str = "hopper"):
     base = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages, 1)
-    key = (base, options)
+    key = (base, variant)
     if key not in _kernels:
-        name = kernel_name(base)
-        module = runtime.compile_module(SOURCE, name_expressions=(name,), options=options)
+        name = kernel_name(base, variant)
+        module = runtime.compile_module(SOURCE, name_expressions=(name,), options=VARIANTS[variant][1])
         kernel = module.get_function(name)
-        kernel.max_dynamic_shared_size_bytes = shared_memory_bytes(base)
+        kernel.max_dynamic_shared_size_bytes = shared_memory_bytes(base, variant)
         _kernels[key] = kernel
     return _kernels[key]
 
@@ -100,13 +131,17 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant
         dw: ``gpu.api.DeviceWeight`` (codes, meta, s1 on the device; N % 64 == 0).
         out: CuPy float16 [M, N], written completely.
         config: a ``TileConfig``; ``choose_tile_config(M, N, K, SMs)`` when None.
-        variant: a key of ``VARIANTS`` (the kernel, or its QoQ-dequant ablation).
+        variant: a key of ``VARIANTS`` (the kernel or one of its ablations; ``hopper_excp`` runs
+            ``excp_config(config)``).
     """
     import cupy
 
+    _check_variant(variant)
     n, k = dw.n, dw.k
     if config is None:
         config = choose_tile_config(m, n, k, _multiprocessors(cupy.cuda.Device().id))
+    if variant == "hopper_excp":
+        config = excp_config(config)
     if k % config.k_per_stage != 0:
         raise ValueError(f"K = {k} must be a multiple of k_per_stage = {config.k_per_stage}")
     k_stages = k // config.k_per_stage
@@ -120,9 +155,7 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant
         counters = _zeroed("counters", grid[0] * grid[1])
     else:
         workspace = counters = _zeroed("unused", 1)
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
-    kernel = _kernel(config, VARIANTS[variant])
+    kernel = _kernel(config, variant)
     block = ((config.compute_warpgroups + 1) * THREADS_PER_WARPGROUP,)
     kernel(
         grid,
@@ -141,7 +174,7 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant
             np.int32(k),
             np.int32(config.split_k),
         ),
-        shared_mem=shared_memory_bytes(config),
+        shared_mem=shared_memory_bytes(config, variant),
     )
 
 

@@ -363,6 +363,218 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   if (cw == 0 && thread == 0) tile_counters[tile] = 0;
 }
 
+
+// ==== Ablation: the explicit three-role pipeline (ExCP) the paper's ImFP replaces =============
+//
+//   load WG (as above)     dequant WG (128 threads)                MMA WG (128 threads)
+//   ----------------       ----------------------------------       ---------------------------
+//   bulk copies into       wait full[s], a_empty[a]                 wait full[s], a_full[a]
+//   the stage ring         LDS.128 + IMAD/XOR both row blocks       wgmma m64nNk32 with A from
+//                          st.shared int8 -> A slot a (core-        shared memory (SS), 2 row
+//                          matrix layout), fence.proxy.async        blocks x KS/32 steps
+//                          arrive empty[s], a_full[a]               arrive empty[s-1], a_empty[a-1]
+//
+// The dequantized weights make a round trip through shared memory and every stage needs a
+// handoff between the two warpgroups: what ImFP avoids. One MMA warpgroup owns both 64-row
+// blocks of the CTA (two accumulator sets), so n <= 128. The int8 A slot of a row block is laid
+// out like the activations: [8-row group][KS/16][8][16] (leading byte offset 128, stride KS * 8).
+constexpr int EXCP_A_SLOTS = 2;
+
+template <int BN, int KS>
+__device__ __forceinline__ void store_a_fragments(unsigned slot, unsigned thread,
+                                                  const unsigned (&a)[KS / 32][4]) {
+  // register q of k32 step j holds row 16 warp + lane/4 + 8 (q & 1), k 32 j + 4 (lane % 4) + 16 (q >> 1)
+  const unsigned warp = thread / 32, lane = thread % 32;
+#pragma unroll
+  for (int j = 0; j < KS / 32; ++j) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const unsigned row = 16 * warp + lane / 4 + 8 * (q & 1);
+      const unsigned k = 32 * j + 4 * (lane % 4) + 16 * (q >> 1);
+      const unsigned addr = slot + (row / 8) * (KS * 8) + (k / 16) * CORE_MATRIX_BYTES + (row % 8) * 16 + k % 16;
+      asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(a[j][q]) : "memory");
+    }
+  }
+}
+
+// grid, block (384 threads), arguments and the stage ring as w4a8_hopper<2, BN, KS, STAGES>;
+// dynamic shared memory = Config::SHARED_BYTES + EXCP_A_SLOTS * 2 * 64 * KS.
+template <int BN, int KS, int STAGES>
+__global__ void __launch_bounds__(3 * 128, 1)
+    w4a8_hopper_excp(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ meta,
+                     const float* __restrict__ s1, const signed char* __restrict__ x_tiled,
+                     const float* __restrict__ s_x, __half* __restrict__ y, int* __restrict__ workspace,
+                     int* __restrict__ tile_counters, int M, int N, int K, int split_k) {
+  using C = Config<2, BN, KS, STAGES>;
+  static_assert(BN <= 128, "one MMA warpgroup holds both row blocks' accumulators");
+  static_assert(2 * (STAGES + EXCP_A_SLOTS) * 8 <= BARRIER_REGION_BYTES, "barriers fit their region");
+  constexpr unsigned A_BLOCK_BYTES = BLOCK_ROWS * KS;
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ int is_last_split;
+
+  const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
+  const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
+  const int row_blocks = N / BLOCK_ROWS;
+  const int k_blocks = K / BLOCK_K;
+  const int first_row_block = blockIdx.x * 2;
+  const int active_blocks = min(2, row_blocks - first_row_block);
+  const int token_groups = (M + 7) / 8;
+  const int first_group = blockIdx.y * (BN / 8);
+  const int loaded_groups = min(BN / 8, token_groups - first_group);
+  const int k_stages = K / KS;
+  const int first_stage = blockIdx.z * k_stages / split_k;
+  const int n_stages = (blockIdx.z + 1) * k_stages / split_k - first_stage;
+
+  const unsigned full_bar = shared_address(smem);
+  const unsigned empty_bar = full_bar + 8 * STAGES;
+  const unsigned a_full_bar = empty_bar + 8 * STAGES;
+  const unsigned a_empty_bar = a_full_bar + 8 * EXCP_A_SLOTS;
+  const unsigned ring = full_bar + BARRIER_REGION_BYTES;
+  const unsigned a_ring = ring + STAGES * C::STAGE_BYTES;
+  auto stage_x = [&](int s) { return ring + s * C::STAGE_BYTES + C::CODES_BYTES + C::META_BYTES; };
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbarrier_init(full_bar + 8 * s, 1);
+      mbarrier_init(empty_bar + 8 * s, THREADS_PER_WARPGROUP + 1);  // dequant threads + MMA leader
+    }
+    for (int a = 0; a < EXCP_A_SLOTS; ++a) {
+      mbarrier_init(a_full_bar + 8 * a, THREADS_PER_WARPGROUP);
+      mbarrier_init(a_empty_bar + 8 * a, 1);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {  // ---------------- load warpgroup: as in w4a8_hopper ----------------
+    if (thread >= 32) return;
+    const unsigned stage_bytes =
+        active_blocks * C::BPS * (BLOCK_BYTES + META_BYTES_PER_BLOCK) + loaded_groups * KS * 8;
+    for (int it = 0; it < n_stages; ++it) {
+      const int s = it % STAGES;
+      if (it >= STAGES) mbarrier_wait(empty_bar + 8 * s, ((it / STAGES) - 1) & 1);
+      if (thread == 0) mbarrier_arrive_expect_tx(full_bar + 8 * s, stage_bytes);
+      __syncwarp();
+      const int k_block = (first_stage + it) * C::BPS;
+      if (thread < static_cast<unsigned>(active_blocks)) {
+        const size_t block = static_cast<size_t>(first_row_block + thread) * k_blocks + k_block;
+        bulk_copy(ring + s * C::STAGE_BYTES + thread * C::BPS * BLOCK_BYTES, codes + block * BLOCK_BYTES,
+                  C::BPS * BLOCK_BYTES, full_bar + 8 * s);
+        bulk_copy(ring + s * C::STAGE_BYTES + C::CODES_BYTES + thread * C::BPS * META_BYTES_PER_BLOCK,
+                  meta + block * META_BYTES_PER_BLOCK, C::BPS * META_BYTES_PER_BLOCK, full_bar + 8 * s);
+      }
+      for (int g = thread; g < loaded_groups; g += 32) {
+        const size_t chunk = static_cast<size_t>(first_group + g) * (K / 16) + (first_stage + it) * (KS / 16);
+        bulk_copy(stage_x(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, full_bar + 8 * s);
+      }
+    }
+    return;
+  }
+
+  if (warpgroup == 1) {  // ---------------- dequant warpgroup ----------------
+    for (int it = 0; it < n_stages; ++it) {
+      const int s = it % STAGES, a = it % EXCP_A_SLOTS;
+      mbarrier_wait(full_bar + 8 * s, (it / STAGES) & 1);
+      if (it >= EXCP_A_SLOTS) mbarrier_wait(a_empty_bar + 8 * a, ((it / EXCP_A_SLOTS) - 1) & 1);
+      const unsigned char* stage_base = smem + BARRIER_REGION_BYTES + s * C::STAGE_BYTES;
+      for (int rb = 0; rb < active_blocks; ++rb) {
+        unsigned regs[KS / 32][4];
+        load_and_dequant<C::BPS>(stage_base + rb * C::BPS * BLOCK_BYTES,
+                                 stage_base + C::CODES_BYTES + rb * C::BPS * META_BYTES_PER_BLOCK, thread, regs);
+        store_a_fragments<BN, KS>(a_ring + a * 2 * A_BLOCK_BYTES + rb * A_BLOCK_BYTES, thread, regs);
+      }
+      mbarrier_arrive(empty_bar + 8 * s);  // this thread has read the stage's codes and metadata
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // st.shared -> wgmma reads
+      mbarrier_arrive(a_full_bar + 8 * a);
+    }
+    return;
+  }
+
+  // ---------------- MMA warpgroup ----------------
+  int acc[2][BN / 2];
+#pragma unroll
+  for (int rb = 0; rb < 2; ++rb)
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[rb][i] = 0;
+  for (int it = 0; it < n_stages; ++it) {
+    const int s = it % STAGES, a = it % EXCP_A_SLOTS;
+    mbarrier_wait(full_bar + 8 * s, (it / STAGES) & 1);
+    mbarrier_wait(a_full_bar + 8 * a, (it / EXCP_A_SLOTS) & 1);
+    // one straight-line wgmma sequence per case (a branch between wgmmas makes ptxas fence them)
+    auto mma_block = [&](int rb, int j) {
+      const unsigned a_base = a_ring + a * 2 * A_BLOCK_BYTES + rb * A_BLOCK_BYTES + 2 * CORE_MATRIX_BYTES * j;
+      WgmmaS8<BN>::mma_ss(acc[rb], smem_descriptor(a_base, CORE_MATRIX_BYTES, KS * 8),
+                          smem_descriptor(stage_x(s) + 2 * CORE_MATRIX_BYTES * j, CORE_MATRIX_BYTES, KS * 8));
+    };
+    wgmma_fence();
+    if (active_blocks == 2) {
+#pragma unroll
+      for (int j = 0; j < KS / 32; ++j) {
+        mma_block(0, j);
+        mma_block(1, j);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < KS / 32; ++j) mma_block(0, j);
+    }
+    wgmma_commit();
+    wgmma_wait<1>();  // the previous stage's wgmmas are done: its X and A slot are free
+    if (it > 0 && thread == 0) {
+      mbarrier_arrive(empty_bar + 8 * ((it - 1) % STAGES));
+      mbarrier_arrive(a_empty_bar + 8 * ((it - 1) % EXCP_A_SLOTS));
+    }
+  }
+  wgmma_wait<0>();
+  fence_registers(acc[0]);
+  fence_registers(acc[1]);
+
+  const int warp = thread / 32, lane = thread % 32;
+  const int token_base = blockIdx.y * BN + 2 * (lane % 4);
+  auto row_of = [&](int rb) { return (first_row_block + rb) * BLOCK_ROWS + 16 * warp + lane / 4; };
+  if (split_k == 1) {
+#pragma unroll
+    for (int rb = 0; rb < 2; ++rb) {
+      if (rb >= active_blocks) continue;
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) {
+        const int n = row_of(rb) + 8 * ((i >> 1) & 1);
+        const int m = token_base + (i & 1) + 8 * (i >> 2);
+        if (m < M) y[static_cast<size_t>(m) * N + n] = epilogue(acc[rb][i], s1[n], s_x[m]);
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int rb = 0; rb < 2; ++rb) {
+    if (rb >= active_blocks) continue;
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) {
+      const int n = row_of(rb) + 8 * ((i >> 1) & 1);
+      const int m = token_base + (i & 1) + 8 * (i >> 2);
+      if (m < M) atomicAdd(workspace + static_cast<size_t>(m) * N + n, acc[rb][i]);
+    }
+  }
+  __threadfence();
+  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  if (thread == 0) is_last_split = atomicAdd(tile_counters + tile, 1) == split_k - 1;
+  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
+  if (!is_last_split) return;
+  __threadfence();
+  for (int rb = 0; rb < active_blocks; ++rb) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) {
+      const int n = row_of(rb) + 8 * ((i >> 1) & 1);
+      const int m = token_base + (i & 1) + 8 * (i >> 2);
+      if (m < M) {
+        const int total = atomicExch(workspace + static_cast<size_t>(m) * N + n, 0);
+        y[static_cast<size_t>(m) * N + n] = epilogue(total, s1[n], s_x[m]);
+      }
+    }
+  }
+  if (thread == 0) tile_counters[tile] = 0;
+}
+
 }  // namespace hopper
 }  // namespace liquidref
 
@@ -388,6 +600,12 @@ template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 128, 6>(
     const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
     int*, int*, int, int, int, int);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 256, 128, 5>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 4>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<128, 128, 3>(
     const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
     int*, int*, int, int, int, int);
 #endif

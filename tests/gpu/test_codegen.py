@@ -5,8 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from gpu import codegen, hopper
-from liquidref.tiling import BARRIER_REGION_BYTES, WGMMA_S8_N, TileConfig
+from liquidref.tiling import (
+    BARRIER_REGION_BYTES,
+    SHARED_MEMORY_LIMIT,
+    WGMMA_S8_N,
+    TileConfig,
+    choose_tile_config,
+)
 
 KERNELS = Path(codegen.__file__).parent / "kernels"
 
@@ -20,7 +28,8 @@ def test_wgmma_header_is_up_to_date():
 def test_wgmma_wrappers_pass_n_over_2_accumulators():
     text = codegen.wgmma_header()
     found = re.findall(r"m64n(\d+)k32\.s32\.s8\.s8 \"\s*\"\{([^}]*)\}", text)
-    assert [int(n) for n, _ in found] == list(WGMMA_S8_N)
+    # two wrappers per n: A from registers (mma) and A from shared memory (mma_ss)
+    assert [int(n) for n, _ in found] == [n for n in WGMMA_S8_N for _ in range(2)]
     for n, regs in found:
         assert len(regs.split(",")) == int(n) // 2
 
@@ -37,3 +46,20 @@ def test_kernel_name_and_shared_memory():
     # 2 warpgroups x 2 blocks x (2048 + 128) + 64 tokens x 128 k, per stage
     assert hopper.shared_memory_bytes(config) == 256 + 6 * (2 * 2 * 2176 + 64 * 128)
     assert hopper.shared_memory_bytes(config) == config.shared_memory_bytes
+
+
+def test_excp_names_buffers_and_configs():
+    source = (KERNELS / hopper.SOURCE).read_text()
+    match = re.search(r"constexpr int EXCP_A_SLOTS = (\d+);", source)
+    assert match and int(match.group(1)) == hopper.EXCP_A_SLOTS
+    config = TileConfig(2, 64, 256, 4, 2)
+    assert hopper.kernel_name(config, "hopper_excp") == "liquidref::hopper::w4a8_hopper_excp<64, 256, 4>"
+    # the int8 weight buffers between the dequant and MMA warpgroups: 2 slots x 128 rows x 256 k
+    assert hopper.shared_memory_bytes(config, "hopper_excp") == config.shared_memory_bytes + 2 * 128 * 256
+    for m in (1, 16, 64, 256, 4096):
+        for n, k in ((4096, 4096), (57344, 8192), (8192, 28672), (320, 192)):
+            excp = hopper.excp_config(choose_tile_config(m, n, k))
+            assert excp.tokens_per_cta <= hopper.EXCP_MAX_TOKENS and excp.compute_warpgroups == 2
+            assert hopper.shared_memory_bytes(excp, "hopper_excp") <= SHARED_MEMORY_LIMIT
+    with pytest.raises(ValueError, match="variant"):
+        hopper.kernel_name(config, "nope")

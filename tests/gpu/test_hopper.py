@@ -109,6 +109,15 @@ def test_qoq_dequant_ablation_is_bit_exact(hopper_gpu, case):
     check_backend(_device_runner(hopper_gpu, variant="hopper_qoq_dequant"), case, _poisoned_host)
 
 
+@settings(max_examples=40)
+@given(case=gemm_cases(max_m=300, max_n=640, max_k=1024), data=st.data())
+def test_excp_ablation_is_bit_exact(hopper_gpu, case, data):
+    """The explicit-pipeline ablation (int8 weights through shared memory, SS wgmma), on drawn
+    configurations (split-K included), mapped to the nearest one it runs."""
+    config = hopper.excp_config(data.draw(tile_configs(case.w.k), label="config"))
+    check_backend(_device_runner(hopper_gpu, config, variant="hopper_excp"), case, _poisoned_host)
+
+
 @settings(max_examples=20)
 @given(case=gemm_cases(max_m=300, max_n=512, max_k=1024))
 def test_linear_through_the_api(hopper_gpu, poisoned, case):
@@ -159,7 +168,8 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), variant="nope")
 
 
-def test_sanitizer_case(hopper_gpu):
+@pytest.mark.parametrize("variant", ["hopper", "hopper_excp"])
+def test_sanitizer_case(hopper_gpu, variant):
     """One small split-K GEMM with a partial token group, for compute-sanitizer (see above)."""
     rng = np.random.default_rng(11)
     W = rng.standard_normal((192, 512)).astype(np.float16)
@@ -167,5 +177,5 @@ def test_sanitizer_case(hopper_gpu):
     w = liquidref.quantize_weight(W)
     x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X))
     out = hopper_gpu.empty((13, 192), hopper_gpu.float16)
-    hopper.run(x_tiled, s_x, 13, api.upload(w), out, TileConfig(2, 16, 128, 3, 2))
+    hopper.run(x_tiled, s_x, 13, api.upload(w), out, TileConfig(2, 16, 128, 3, 2), variant)
     assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
