@@ -208,6 +208,127 @@ struct Config {
   static_assert(2 * STAGES * 8 <= BARRIER_REGION_BYTES, "barriers fit their region");
 };
 
+// ---- what both pipelines share: the CTA's tile, the load warp and the epilogue ---------------
+
+// The CTA's place in the problem and the addresses of its stage ring (the same ring layout for
+// both pipelines: codes, metadata and activations of each stage, BLOCKS row blocks of 64).
+template <int BLOCKS, int BN, int KS, int STAGES>
+struct Tile {
+  using C = Config<BLOCKS, BN, KS, STAGES>;
+  int first_row_block, active_blocks, first_group, loaded_groups, k_blocks, first_stage, n_stages;
+  unsigned full_bar, empty_bar, ring;  // full[s] at full_bar + 8 s, empty[s] at empty_bar + 8 s
+
+  __device__ Tile(const unsigned char* smem, int M, int N, int K, int split_k) {
+    const int row_blocks = N / BLOCK_ROWS;
+    const int token_groups = (M + 7) / 8;  // rows of x_tiled / 8
+    const int k_stages = K / KS;
+    first_row_block = blockIdx.x * BLOCKS;
+    active_blocks = min(BLOCKS, row_blocks - first_row_block);
+    first_group = blockIdx.y * (BN / 8);
+    loaded_groups = min(BN / 8, token_groups - first_group);
+    k_blocks = K / BLOCK_K;
+    first_stage = blockIdx.z * k_stages / split_k;
+    n_stages = (blockIdx.z + 1) * k_stages / split_k - first_stage;
+    full_bar = shared_address(smem);
+    empty_bar = full_bar + 8 * STAGES;
+    ring = full_bar + BARRIER_REGION_BYTES;
+  }
+  __device__ unsigned codes_at(int s, int rb) const { return ring + s * C::STAGE_BYTES + rb * C::BPS * BLOCK_BYTES; }
+  __device__ unsigned meta_at(int s, int rb) const {
+    return ring + s * C::STAGE_BYTES + C::CODES_BYTES + rb * C::BPS * META_BYTES_PER_BLOCK;
+  }
+  __device__ unsigned x_at(int s) const { return ring + s * C::STAGE_BYTES + C::CODES_BYTES + C::META_BYTES; }
+};
+
+// The load warp: for each stage, wait until its slot is free, expect its bytes on full[s] and
+// issue the bulk copies (lanes 0..BLOCKS-1: one row block's codes and metadata each; every lane:
+// some 8-token groups of activations).
+template <int BLOCKS, int BN, int KS, int STAGES>
+__device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& t, unsigned lane,
+                                            const unsigned char* codes, const unsigned char* meta,
+                                            const signed char* x_tiled, int K) {
+  using C = Config<BLOCKS, BN, KS, STAGES>;
+  const unsigned stage_bytes =
+      t.active_blocks * C::BPS * (BLOCK_BYTES + META_BYTES_PER_BLOCK) + t.loaded_groups * KS * 8;
+  for (int it = 0; it < t.n_stages; ++it) {
+    const int s = it % STAGES;
+    if (it >= STAGES) mbarrier_wait(t.empty_bar + 8 * s, ((it / STAGES) - 1) & 1);
+    if (lane == 0) mbarrier_arrive_expect_tx(t.full_bar + 8 * s, stage_bytes);
+    __syncwarp();
+    const int k_block = (t.first_stage + it) * C::BPS;
+    if (lane < static_cast<unsigned>(t.active_blocks)) {
+      const size_t block = static_cast<size_t>(t.first_row_block + lane) * t.k_blocks + k_block;
+      bulk_copy(t.codes_at(s, lane), codes + block * BLOCK_BYTES, C::BPS * BLOCK_BYTES, t.full_bar + 8 * s);
+      bulk_copy(t.meta_at(s, lane), meta + block * META_BYTES_PER_BLOCK, C::BPS * META_BYTES_PER_BLOCK,
+                t.full_bar + 8 * s);
+    }
+    for (int g = lane; g < t.loaded_groups; g += 32) {
+      const size_t chunk = static_cast<size_t>(t.first_group + g) * (K / 16) + (t.first_stage + it) * (KS / 16);
+      bulk_copy(t.x_at(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, t.full_bar + 8 * s);
+    }
+  }
+}
+
+// Writes R row blocks' accumulators of one warpgroup (rows 64 (first_block + r) ..): the fused
+// epilogue, or, with split-K, exact int32 partials whose last CTA runs the epilogue and leaves
+// the workspace and counter zero. `group_threads` threads (whole warpgroups) take part; the one
+// with `leader` counts the CTA in.
+//   accumulator register i of thread (warp, lane):
+//     row   = 16 warp + lane / 4 + 8 ((i >> 1) & 1)
+//     token = 2 (lane % 4) + (i & 1) + 8 (i >> 2)
+template <int BN, int R>
+__device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int first_block, int blocks,
+                                           unsigned thread, unsigned group_threads, bool leader,
+                                           int& is_last_split, int M, int N, const float* s1,
+                                           const float* s_x, __half* y, int* workspace,
+                                           int* tile_counters, int split_k) {
+  const int warp = thread / 32, lane = thread % 32;
+  const int token_base = blockIdx.y * BN + 2 * (lane % 4);
+  auto row_of = [&](int r, int i) {
+    return (first_block + r) * BLOCK_ROWS + 16 * warp + lane / 4 + 8 * ((i >> 1) & 1);
+  };
+  auto token_of = [&](int i) { return token_base + (i & 1) + 8 * (i >> 2); };
+  if (split_k == 1) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= blocks) continue;
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) {
+        const int n = row_of(r, i), m = token_of(i);
+        if (m < M) y[static_cast<size_t>(m) * N + n] = epilogue(acc[r][i], s1[n], s_x[m]);
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r >= blocks) continue;
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) {
+      const int n = row_of(r, i), m = token_of(i);
+      if (m < M) atomicAdd(workspace + static_cast<size_t>(m) * N + n, acc[r][i]);
+    }
+  }
+  __threadfence();
+  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(group_threads) : "memory");
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  if (leader) is_last_split = atomicAdd(tile_counters + tile, 1) == split_k - 1;
+  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(group_threads) : "memory");
+  if (!is_last_split) return;
+  __threadfence();
+  for (int r = 0; r < R && r < blocks; ++r) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) {
+      const int n = row_of(r, i), m = token_of(i);
+      if (m < M) {
+        const int total = atomicExch(workspace + static_cast<size_t>(m) * N + n, 0);
+        y[static_cast<size_t>(m) * N + n] = epilogue(total, s1[n], s_x[m]);
+      }
+    }
+  }
+  if (leader) tile_counters[tile] = 0;
+}
+
 // grid = (ceil(N / (64 CWG)), ceil(M / BN), split_k); block = (CWG + 1) * 128 threads;
 // dynamic shared memory = Config::SHARED_BYTES. K % KS == 0 and N % 64 == 0 (checked in Python).
 template <int CWG, int BN, int KS, int STAGES>
@@ -222,30 +343,12 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 
   const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
   const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
-  const int row_blocks = N / BLOCK_ROWS;
-  const int k_blocks = K / BLOCK_K;
-  const int first_row_block = blockIdx.x * CWG;
-  const int active_warpgroups = min(CWG, row_blocks - first_row_block);
-  const int token_groups = (M + 7) / 8;  // rows of x_tiled / 8
-  const int first_group = blockIdx.y * (BN / 8);
-  const int loaded_groups = min(BN / 8, token_groups - first_group);
-  const int k_stages = K / KS;
-  const int first_stage = blockIdx.z * k_stages / split_k;
-  const int n_stages = (blockIdx.z + 1) * k_stages / split_k - first_stage;
-
-  const unsigned full_bar = shared_address(smem);                 // full[s]  at +8 s
-  const unsigned empty_bar = full_bar + 8 * STAGES;               // empty[s] at +8 (STAGES + s)
-  const unsigned ring = full_bar + BARRIER_REGION_BYTES;
-  auto stage_codes = [&](int s, int wg) { return ring + s * C::STAGE_BYTES + wg * C::BPS * BLOCK_BYTES; };
-  auto stage_meta = [&](int s, int wg) {
-    return ring + s * C::STAGE_BYTES + C::CODES_BYTES + wg * C::BPS * META_BYTES_PER_BLOCK;
-  };
-  auto stage_x = [&](int s) { return ring + s * C::STAGE_BYTES + C::CODES_BYTES + C::META_BYTES; };
+  const Tile<CWG, BN, KS, STAGES> t(smem, M, N, K, split_k);
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbarrier_init(full_bar + 8 * s, 1);
-      mbarrier_init(empty_bar + 8 * s, active_warpgroups);
+      mbarrier_init(t.full_bar + 8 * s, 1);
+      mbarrier_init(t.empty_bar + 8 * s, t.active_blocks);  // one arrival per compute warpgroup
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -254,35 +357,14 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   if (warpgroup == 0) {
     // ---------------- load warpgroup: one warp issues the bulk copies ----------------
     if constexpr (CWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(LOAD_WARPGROUP_REGISTERS));
-    if (thread >= 32) return;
-    const unsigned stage_bytes =
-        active_warpgroups * C::BPS * (BLOCK_BYTES + META_BYTES_PER_BLOCK) + loaded_groups * KS * 8;
-    for (int it = 0; it < n_stages; ++it) {
-      const int s = it % STAGES;
-      if (it >= STAGES) mbarrier_wait(empty_bar + 8 * s, ((it / STAGES) - 1) & 1);
-      if (thread == 0) mbarrier_arrive_expect_tx(full_bar + 8 * s, stage_bytes);
-      __syncwarp();
-      const int k_block = (first_stage + it) * C::BPS;
-      // lanes 0..CWG-1 copy the weight blocks of one compute warpgroup each; every lane copies
-      // some 8-token groups of activations.
-      if (thread < static_cast<unsigned>(active_warpgroups)) {
-        const size_t block = static_cast<size_t>(first_row_block + thread) * k_blocks + k_block;
-        bulk_copy(stage_codes(s, thread), codes + block * BLOCK_BYTES, C::BPS * BLOCK_BYTES, full_bar + 8 * s);
-        bulk_copy(stage_meta(s, thread), meta + block * META_BYTES_PER_BLOCK, C::BPS * META_BYTES_PER_BLOCK,
-                  full_bar + 8 * s);
-      }
-      for (int g = thread; g < loaded_groups; g += 32) {
-        const size_t chunk = static_cast<size_t>(first_group + g) * (K / 16) + (first_stage + it) * (KS / 16);
-        bulk_copy(stage_x(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, full_bar + 8 * s);
-      }
-    }
+    if (thread < 32) load_stages(t, thread, codes, meta, x_tiled, K);
     return;
   }
 
   // ---------------- compute warpgroups ----------------
   if constexpr (CWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(COMPUTE_WARPGROUP_REGISTERS));
   const int cw = warpgroup - 1;
-  if (cw >= active_warpgroups) return;
+  if (cw >= t.active_blocks) return;
 
   constexpr int CHAINS = accumulator_chains<BN, KS>();
   static_assert((KS / 32) % CHAINS == 0, "each accumulator set gets the same k32 steps per stage");
@@ -295,72 +377,33 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 
   auto step = [&](int it, unsigned (&a)[KS / 32][4]) {
     const int s = it % STAGES;
-    mbarrier_wait(full_bar + 8 * s, (it / STAGES) & 1);
+    mbarrier_wait(t.full_bar + 8 * s, (it / STAGES) & 1);
     const unsigned char* stage_base = smem + BARRIER_REGION_BYTES + s * C::STAGE_BYTES;
     load_and_dequant<C::BPS>(stage_base + cw * C::BPS * BLOCK_BYTES,
                              stage_base + C::CODES_BYTES + cw * C::BPS * META_BYTES_PER_BLOCK, thread, a);
-    mma_stage<BN, KS, CHAINS>(chains, a, stage_x(s));
+    mma_stage<BN, KS, CHAINS>(chains, a, t.x_at(s));
     wgmma_wait<1>();  // the previous stage's wgmmas are done: its smem and A buffer are free
-    if (it > 0 && thread == 0) mbarrier_arrive(empty_bar + 8 * ((it - 1) % STAGES));
+    if (it > 0 && thread == 0) mbarrier_arrive(t.empty_bar + 8 * ((it - 1) % STAGES));
   };
   int it = 0;
 #pragma unroll 1
-  for (; it + 1 < n_stages; it += 2) {
+  for (; it + 1 < t.n_stages; it += 2) {
     step(it, a0);
     step(it + 1, a1);
   }
-  if (it < n_stages) step(it, a0);
+  if (it < t.n_stages) step(it, a0);
   wgmma_wait<0>();
-  int acc[BN / 2];
+  int acc[1][BN / 2];
 #pragma unroll
-  for (int i = 0; i < BN / 2; ++i) acc[i] = 0;
+  for (int i = 0; i < BN / 2; ++i) acc[0][i] = 0;
 #pragma unroll
   for (int c = 0; c < CHAINS; ++c) {
     fence_registers(chains[c]);
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] += chains[c][i];  // partial sums: exact in int32
+    for (int i = 0; i < BN / 2; ++i) acc[0][i] += chains[c][i];  // partial sums: exact in int32
   }
-
-  // ---------------- epilogue ----------------
-  // accumulator register i of thread (warp, lane):
-  //   row   = 16 warp + lane / 4 + 8 ((i >> 1) & 1)
-  //   token = 2 (lane % 4) + (i & 1) + 8 (i >> 2)
-  const int warp = thread / 32, lane = thread % 32;
-  const int row_base = (first_row_block + cw) * BLOCK_ROWS + 16 * warp + lane / 4;
-  const int token_base = blockIdx.y * BN + 2 * (lane % 4);
-  if (split_k == 1) {
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) {
-      const int n = row_base + 8 * ((i >> 1) & 1);
-      const int m = token_base + (i & 1) + 8 * (i >> 2);
-      if (m < M) y[static_cast<size_t>(m) * N + n] = epilogue(acc[i], s1[n], s_x[m]);
-    }
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < BN / 2; ++i) {
-    const int n = row_base + 8 * ((i >> 1) & 1);
-    const int m = token_base + (i & 1) + 8 * (i >> 2);
-    if (m < M) atomicAdd(workspace + static_cast<size_t>(m) * N + n, acc[i]);
-  }
-  __threadfence();
-  const unsigned compute_threads = active_warpgroups * THREADS_PER_WARPGROUP;
-  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(compute_threads) : "memory");
-  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-  if (cw == 0 && thread == 0) is_last_split = atomicAdd(tile_counters + tile, 1) == split_k - 1;
-  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(compute_threads) : "memory");
-  if (!is_last_split) return;
-  __threadfence();
-#pragma unroll
-  for (int i = 0; i < BN / 2; ++i) {
-    const int n = row_base + 8 * ((i >> 1) & 1);
-    const int m = token_base + (i & 1) + 8 * (i >> 2);
-    if (m < M) {
-      const int total = atomicExch(workspace + static_cast<size_t>(m) * N + n, 0);
-      y[static_cast<size_t>(m) * N + n] = epilogue(total, s1[n], s_x[m]);
-    }
-  }
-  if (cw == 0 && thread == 0) tile_counters[tile] = 0;
+  store_tile<BN, 1>(acc, t.first_row_block + cw, 1, thread, t.active_blocks * THREADS_PER_WARPGROUP,
+                    cw == 0 && thread == 0, is_last_split, M, N, s1, s_x, y, workspace, tile_counters, split_k);
 }
 
 
@@ -414,29 +457,15 @@ __global__ void __launch_bounds__(3 * 128, 1)
 
   const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
   const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
-  const int row_blocks = N / BLOCK_ROWS;
-  const int k_blocks = K / BLOCK_K;
-  const int first_row_block = blockIdx.x * 2;
-  const int active_blocks = min(2, row_blocks - first_row_block);
-  const int token_groups = (M + 7) / 8;
-  const int first_group = blockIdx.y * (BN / 8);
-  const int loaded_groups = min(BN / 8, token_groups - first_group);
-  const int k_stages = K / KS;
-  const int first_stage = blockIdx.z * k_stages / split_k;
-  const int n_stages = (blockIdx.z + 1) * k_stages / split_k - first_stage;
-
-  const unsigned full_bar = shared_address(smem);
-  const unsigned empty_bar = full_bar + 8 * STAGES;
-  const unsigned a_full_bar = empty_bar + 8 * STAGES;
+  const Tile<2, BN, KS, STAGES> t(smem, M, N, K, split_k);
+  const unsigned a_full_bar = t.empty_bar + 8 * STAGES;
   const unsigned a_empty_bar = a_full_bar + 8 * EXCP_A_SLOTS;
-  const unsigned ring = full_bar + BARRIER_REGION_BYTES;
-  const unsigned a_ring = ring + STAGES * C::STAGE_BYTES;
-  auto stage_x = [&](int s) { return ring + s * C::STAGE_BYTES + C::CODES_BYTES + C::META_BYTES; };
+  const unsigned a_ring = t.ring + STAGES * C::STAGE_BYTES;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbarrier_init(full_bar + 8 * s, 1);
-      mbarrier_init(empty_bar + 8 * s, THREADS_PER_WARPGROUP + 1);  // dequant threads + MMA leader
+      mbarrier_init(t.full_bar + 8 * s, 1);
+      mbarrier_init(t.empty_bar + 8 * s, THREADS_PER_WARPGROUP + 1);  // dequant threads + MMA leader
     }
     for (int a = 0; a < EXCP_A_SLOTS; ++a) {
       mbarrier_init(a_full_bar + 8 * a, THREADS_PER_WARPGROUP);
@@ -447,43 +476,23 @@ __global__ void __launch_bounds__(3 * 128, 1)
   __syncthreads();
 
   if (warpgroup == 0) {  // ---------------- load warpgroup: as in w4a8_hopper ----------------
-    if (thread >= 32) return;
-    const unsigned stage_bytes =
-        active_blocks * C::BPS * (BLOCK_BYTES + META_BYTES_PER_BLOCK) + loaded_groups * KS * 8;
-    for (int it = 0; it < n_stages; ++it) {
-      const int s = it % STAGES;
-      if (it >= STAGES) mbarrier_wait(empty_bar + 8 * s, ((it / STAGES) - 1) & 1);
-      if (thread == 0) mbarrier_arrive_expect_tx(full_bar + 8 * s, stage_bytes);
-      __syncwarp();
-      const int k_block = (first_stage + it) * C::BPS;
-      if (thread < static_cast<unsigned>(active_blocks)) {
-        const size_t block = static_cast<size_t>(first_row_block + thread) * k_blocks + k_block;
-        bulk_copy(ring + s * C::STAGE_BYTES + thread * C::BPS * BLOCK_BYTES, codes + block * BLOCK_BYTES,
-                  C::BPS * BLOCK_BYTES, full_bar + 8 * s);
-        bulk_copy(ring + s * C::STAGE_BYTES + C::CODES_BYTES + thread * C::BPS * META_BYTES_PER_BLOCK,
-                  meta + block * META_BYTES_PER_BLOCK, C::BPS * META_BYTES_PER_BLOCK, full_bar + 8 * s);
-      }
-      for (int g = thread; g < loaded_groups; g += 32) {
-        const size_t chunk = static_cast<size_t>(first_group + g) * (K / 16) + (first_stage + it) * (KS / 16);
-        bulk_copy(stage_x(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, full_bar + 8 * s);
-      }
-    }
+    if (thread < 32) load_stages(t, thread, codes, meta, x_tiled, K);
     return;
   }
 
   if (warpgroup == 1) {  // ---------------- dequant warpgroup ----------------
-    for (int it = 0; it < n_stages; ++it) {
+    for (int it = 0; it < t.n_stages; ++it) {
       const int s = it % STAGES, a = it % EXCP_A_SLOTS;
-      mbarrier_wait(full_bar + 8 * s, (it / STAGES) & 1);
+      mbarrier_wait(t.full_bar + 8 * s, (it / STAGES) & 1);
       if (it >= EXCP_A_SLOTS) mbarrier_wait(a_empty_bar + 8 * a, ((it / EXCP_A_SLOTS) - 1) & 1);
       const unsigned char* stage_base = smem + BARRIER_REGION_BYTES + s * C::STAGE_BYTES;
-      for (int rb = 0; rb < active_blocks; ++rb) {
+      for (int rb = 0; rb < t.active_blocks; ++rb) {
         unsigned regs[KS / 32][4];
         load_and_dequant<C::BPS>(stage_base + rb * C::BPS * BLOCK_BYTES,
                                  stage_base + C::CODES_BYTES + rb * C::BPS * META_BYTES_PER_BLOCK, thread, regs);
         store_a_fragments<BN, KS>(a_ring + a * 2 * A_BLOCK_BYTES + rb * A_BLOCK_BYTES, thread, regs);
       }
-      mbarrier_arrive(empty_bar + 8 * s);  // this thread has read the stage's codes and metadata
+      mbarrier_arrive(t.empty_bar + 8 * s);  // this thread has read the stage's codes and metadata
       asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // st.shared -> wgmma reads
       mbarrier_arrive(a_full_bar + 8 * a);
     }
@@ -496,18 +505,18 @@ __global__ void __launch_bounds__(3 * 128, 1)
   for (int rb = 0; rb < 2; ++rb)
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[rb][i] = 0;
-  for (int it = 0; it < n_stages; ++it) {
+  for (int it = 0; it < t.n_stages; ++it) {
     const int s = it % STAGES, a = it % EXCP_A_SLOTS;
-    mbarrier_wait(full_bar + 8 * s, (it / STAGES) & 1);
+    mbarrier_wait(t.full_bar + 8 * s, (it / STAGES) & 1);
     mbarrier_wait(a_full_bar + 8 * a, (it / EXCP_A_SLOTS) & 1);
     // one straight-line wgmma sequence per case (a branch between wgmmas makes ptxas fence them)
     auto mma_block = [&](int rb, int j) {
       const unsigned a_base = a_ring + a * 2 * A_BLOCK_BYTES + rb * A_BLOCK_BYTES + 2 * CORE_MATRIX_BYTES * j;
       WgmmaS8<BN>::mma_ss(acc[rb], smem_descriptor(a_base, CORE_MATRIX_BYTES, KS * 8),
-                          smem_descriptor(stage_x(s) + 2 * CORE_MATRIX_BYTES * j, CORE_MATRIX_BYTES, KS * 8));
+                          smem_descriptor(t.x_at(s) + 2 * CORE_MATRIX_BYTES * j, CORE_MATRIX_BYTES, KS * 8));
     };
     wgmma_fence();
-    if (active_blocks == 2) {
+    if (t.active_blocks == 2) {
 #pragma unroll
       for (int j = 0; j < KS / 32; ++j) {
         mma_block(0, j);
@@ -520,59 +529,15 @@ __global__ void __launch_bounds__(3 * 128, 1)
     wgmma_commit();
     wgmma_wait<1>();  // the previous stage's wgmmas are done: its X and A slot are free
     if (it > 0 && thread == 0) {
-      mbarrier_arrive(empty_bar + 8 * ((it - 1) % STAGES));
+      mbarrier_arrive(t.empty_bar + 8 * ((it - 1) % STAGES));
       mbarrier_arrive(a_empty_bar + 8 * ((it - 1) % EXCP_A_SLOTS));
     }
   }
   wgmma_wait<0>();
   fence_registers(acc[0]);
   fence_registers(acc[1]);
-
-  const int warp = thread / 32, lane = thread % 32;
-  const int token_base = blockIdx.y * BN + 2 * (lane % 4);
-  auto row_of = [&](int rb) { return (first_row_block + rb) * BLOCK_ROWS + 16 * warp + lane / 4; };
-  if (split_k == 1) {
-#pragma unroll
-    for (int rb = 0; rb < 2; ++rb) {
-      if (rb >= active_blocks) continue;
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) {
-        const int n = row_of(rb) + 8 * ((i >> 1) & 1);
-        const int m = token_base + (i & 1) + 8 * (i >> 2);
-        if (m < M) y[static_cast<size_t>(m) * N + n] = epilogue(acc[rb][i], s1[n], s_x[m]);
-      }
-    }
-    return;
-  }
-#pragma unroll
-  for (int rb = 0; rb < 2; ++rb) {
-    if (rb >= active_blocks) continue;
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) {
-      const int n = row_of(rb) + 8 * ((i >> 1) & 1);
-      const int m = token_base + (i & 1) + 8 * (i >> 2);
-      if (m < M) atomicAdd(workspace + static_cast<size_t>(m) * N + n, acc[rb][i]);
-    }
-  }
-  __threadfence();
-  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
-  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-  if (thread == 0) is_last_split = atomicAdd(tile_counters + tile, 1) == split_k - 1;
-  asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
-  if (!is_last_split) return;
-  __threadfence();
-  for (int rb = 0; rb < active_blocks; ++rb) {
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) {
-      const int n = row_of(rb) + 8 * ((i >> 1) & 1);
-      const int m = token_base + (i & 1) + 8 * (i >> 2);
-      if (m < M) {
-        const int total = atomicExch(workspace + static_cast<size_t>(m) * N + n, 0);
-        y[static_cast<size_t>(m) * N + n] = epilogue(total, s1[n], s_x[m]);
-      }
-    }
-  }
-  if (thread == 0) tile_counters[tile] = 0;
+  store_tile<BN, 2>(acc, t.first_row_block, t.active_blocks, thread, THREADS_PER_WARPGROUP, thread == 0,
+                    is_last_split, M, N, s1, s_x, y, workspace, tile_counters, split_k);
 }
 
 }  // namespace hopper
