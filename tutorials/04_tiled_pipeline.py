@@ -408,6 +408,12 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# This is a model of where the time goes, not a measurement. The GPU has both pipelines as
+# backends (`hopper` is ImFP, `hopper_excp` is ExCP, on the same packed bytes and bit-exact with
+# each other), and tutorial 5 reads their measured time ratio from the recorded benchmark;
+# where model and measurement disagree, the limits page lists what the model leaves out.
+
+# %% [markdown]
 # ## The memory-to-compute knee
 #
 # Per stage, the load moves `rows * k * bits / 8` bytes and the tensor core does
