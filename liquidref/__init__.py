@@ -9,7 +9,8 @@ The oracle API (the contract other code and users rely on):
 - ``w4a8_linear(X, w)`` -> float16 [M, N]
 
 and the kernel's packed format: ``pack_weight`` / ``unpack_weight`` (``PackedWeight``),
-``TileConfig`` / ``choose_tile_config``.
+``TileConfig`` / ``choose_tile_config``, and the kernel's tiled pipeline replayed in NumPy:
+``tiled_gemm`` / ``tiled_accumulate``.
 """
 
 from .constants import GROUP_SIZE
@@ -31,6 +32,7 @@ from .quant import (
     quantize_activation,
     quantize_weight,
 )
+from .tiled import tiled_accumulate, tiled_gemm
 from .tiling import TileConfig, choose_tile_config
 
 __version__ = "0.1.0"
@@ -54,6 +56,8 @@ __all__ = [
     "quantize_activation",
     "quantize_weight",
     "tile_activation",
+    "tiled_accumulate",
+    "tiled_gemm",
     "unpack_weight",
     "untile_activation",
     "w4a8_linear",
