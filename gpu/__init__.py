@@ -4,3 +4,14 @@
 linear, the backend registry) and ``gpu.runtime`` (compile_module, require_gpu, device_array)
 raise a clear ``RuntimeError`` only when a function that needs the GPU is called.
 """
+
+from .api import (
+    DeviceWeight,
+    available_backends,
+    gemm,
+    linear,
+    quantize_activation,
+    upload,
+)
+
+__all__ = ["DeviceWeight", "available_backends", "gemm", "linear", "quantize_activation", "upload"]

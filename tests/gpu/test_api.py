@@ -257,3 +257,10 @@ def test_quantizer_slices_cut_long_rows_only_when_rows_are_few():
         for k in (16, 1024, 4096, 28672):
             slices = api.quantize_slices(rows, k)
             assert slices >= 1 and (slices == 1 or k // 16 // slices >= api.QUANTIZE_MIN_CHUNKS_PER_SLICE)
+
+
+def test_user_api_at_the_package_top_level_without_cupy():
+    import gpu
+
+    assert gpu.upload is api.upload and gpu.linear is api.linear and gpu.gemm is api.gemm
+    assert set(gpu.__all__) <= set(dir(gpu))
