@@ -13,13 +13,12 @@ import functools
 
 import numpy as np
 
-from liquidref.constants import BLOCK_ROWS
+from liquidref.constants import BLOCK_ROWS, THREADS_PER_WARPGROUP
 from liquidref.tiling import SHARED_MEMORY_LIMIT, TileConfig, choose_tile_config
 
 from . import runtime
 
 SOURCE = "w4a8_hopper.cu"
-THREADS_PER_WARPGROUP = 128
 
 
 # Backends of this kernel: variant -> (kernel template, NVRTC options).

@@ -46,6 +46,9 @@ BYTES_PER_THREAD = 16  # one LDS.128
 BLOCK_BYTES = THREADS_PER_WARPGROUP * BYTES_PER_THREAD  # 2048 = 64 * 64 / 2
 META_BYTES_PER_BLOCK = 128  # 64 rows x (s, a); 32 words of [s_r, a_r, s_r+8, a_r+8]
 MMA_K = 32  # the k of wgmma m64nNk32 .s8 and of mma.sync m16n8k32 .s8
+# The activation operand's core matrix (liquidref/layout.py): 8 token rows x 16 k-bytes.
+ACT_CORE_ROWS = 8
+ACT_CORE_BYTES = 16
 
 _CUDA_NAMES = [
     "GROUP_SIZE",
@@ -65,6 +68,8 @@ _CUDA_NAMES = [
     "BLOCK_BYTES",
     "META_BYTES_PER_BLOCK",
     "MMA_K",
+    "ACT_CORE_ROWS",
+    "ACT_CORE_BYTES",
 ]
 
 

@@ -40,7 +40,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validate as v
-from .constants import BLOCK_BYTES, BLOCK_K, BLOCK_ROWS, GROUP_SIZE, META_BYTES_PER_BLOCK
+from .constants import (
+    ACT_CORE_BYTES,
+    ACT_CORE_ROWS,
+    BLOCK_BYTES,
+    BLOCK_K,
+    BLOCK_ROWS,
+    GROUP_SIZE,
+    META_BYTES_PER_BLOCK,
+)
 from .quant import LiquidQuantWeight
 
 
@@ -201,8 +209,6 @@ def unpack_weight(packed: PackedWeight) -> LiquidQuantWeight:
 # In a stage [tokens / 8][k_per_stage / 16][8][16], the k32 step j starts at byte 256 j; the two
 # k-adjacent core matrices of a step are 128 bytes apart (the descriptor's leading byte offset)
 # and 8-token groups are k_per_stage * 8 bytes apart (its stride byte offset).
-ACT_CORE_ROWS = 8
-ACT_CORE_BYTES = 16
 
 
 def tile_activation(x_i8: np.ndarray) -> np.ndarray:

@@ -19,4 +19,6 @@ constexpr unsigned int BYTES_PER_THREAD = 0x10u;  // 16
 constexpr unsigned int BLOCK_BYTES = 0x800u;  // 2048
 constexpr unsigned int META_BYTES_PER_BLOCK = 0x80u;  // 128
 constexpr unsigned int MMA_K = 0x20u;  // 32
+constexpr unsigned int ACT_CORE_ROWS = 0x8u;  // 8
+constexpr unsigned int ACT_CORE_BYTES = 0x10u;  // 16
 }  // namespace liquidref

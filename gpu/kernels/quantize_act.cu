@@ -18,11 +18,11 @@
 namespace liquidref {
 
 constexpr int QUANT_MAX_THREADS = 1024;  // the host picks 128..1024 threads per row (gpu/api.py)
-constexpr int CHUNK_K = 16;            // k per 16-byte int8 output vector = one core-matrix row
+constexpr int CHUNK_K = ACT_CORE_BYTES;  // k per 16-byte int8 output vector = one core-matrix row
 constexpr int HALVES_PER_VECTOR = 8;   // fp16 per 16-byte input vector
 constexpr u32 HALF_ABS_MASK2 = 0x7FFF7FFFu;  // |x| of the two fp16 in a word
 constexpr u32 HALF_INF_BITS = 0x7C00u;       // exponent all ones: Inf or NaN
-constexpr int CORE_ROWS = 8;                  // token rows of a core matrix
+constexpr int CORE_ROWS = ACT_CORE_ROWS;      // token rows of a core matrix
 
 __device__ __forceinline__ u32 quantize_pair(u32 halves, float scale) {
     // two fp16 -> two int8 in the low 16 bits

@@ -40,7 +40,7 @@ namespace hopper {
 constexpr unsigned BARRIER_REGION_BYTES = 256;  // full[] and empty[] mbarriers, padded
 constexpr unsigned LOAD_WARPGROUP_REGISTERS = 40;
 constexpr unsigned COMPUTE_WARPGROUP_REGISTERS = 232;
-constexpr unsigned CORE_MATRIX_BYTES = 128;  // 8 token rows x 16 k-bytes
+constexpr unsigned CORE_MATRIX_BYTES = ACT_CORE_ROWS * ACT_CORE_BYTES;  // 128: 8 token rows x 16 k-bytes
 constexpr unsigned SPLIT_K_BARRIER_ID = 1;   // named barrier among the compute warpgroups
 
 // ---- PTX wrappers ---------------------------------------------------------------------------

@@ -29,8 +29,8 @@ namespace liquidref {
 constexpr int MMA_SYNC_THREADS = 128;                       // 4 warps x 16 rows = BLOCK_ROWS
 constexpr int CODE_VECTORS_PER_BLOCK = BLOCK_BYTES / 16;    // 128 uint4, one per thread
 constexpr int META_WORDS_PER_BLOCK = META_BYTES_PER_BLOCK / 4;  // 32
-constexpr int ACT_CHUNK_K = 16;                             // k of one core matrix row
-constexpr int ACT_CORE_WORDS = 8 * 16 / 4;                  // 32 words = one 8 x 16-byte core matrix
+constexpr int ACT_CHUNK_K = ACT_CORE_BYTES;                 // k of one core matrix row
+constexpr int ACT_CORE_WORDS = ACT_CORE_ROWS * ACT_CORE_BYTES / 4;  // 32 words = one 8 x 16-byte core matrix
 constexpr int ACT_CHUNKS_PER_BLOCK = BLOCK_K / ACT_CHUNK_K; // 4
 static_assert(MMA_SYNC_THREADS * 16 == BLOCK_BYTES, "one 16-byte code vector per thread");
 

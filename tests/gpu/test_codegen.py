@@ -52,6 +52,8 @@ def test_excp_names_buffers_and_configs():
     source = (KERNELS / hopper.SOURCE).read_text()
     match = re.search(r"constexpr int EXCP_A_SLOTS = (\d+);", source)
     assert match and int(match.group(1)) == hopper.EXCP_A_SLOTS
+    match = re.search(r'static_assert\(BN <= (\d+), "one MMA warpgroup holds', source)
+    assert match and int(match.group(1)) == hopper.EXCP_MAX_TOKENS
     config = TileConfig(2, 64, 256, 4, 2)
     assert hopper.kernel_name(config, "hopper_excp") == "liquidref::hopper::w4a8_hopper_excp<64, 256, 4>"
     # the int8 weight buffers between the dequant and MMA warpgroups: 2 slots x 128 rows x 256 k
