@@ -1,9 +1,12 @@
 """The tiled pipeline reference: the GPU kernel's dataflow in NumPy, bit-exact.
 
-``tiled_gemm`` runs the W4A8 GEMM the way the Hopper kernel does, on the same packed bytes::
+``tiled_gemm`` runs the W4A8 GEMM the way the Hopper kernel does, on the same packed bytes and
+the same schedule (``liquidref.tiling``: the ``tiles x k_stages`` work units shared among
+G = ``config.cta_count(m, n, k)`` CTAs, classic split-K or persistent stream-K)::
 
-    grid (row tiles x token tiles x split_k), each CTA:
-      for each k stage of its split (a ring of `stages` shared-memory buffers):
+    G CTAs, CTA c runs its segments (config.segments: units [c U / G, (c + 1) U / G)), each
+    segment k stages [first, last) of one tile (row tile, token tile):
+      for each k stage of the segment (a ring of `stages` shared-memory buffers):
         load warpgroup:  bulk-copy the stage's packed blocks + metadata and the activation
                          stage (tile_activation order) into shared memory
         compute warpgroup w (rows 64 w .. 64 w + 63 of the CTA tile), thread t (0..127),
@@ -15,15 +18,26 @@
           A regs    step p // 2: reg 2 (p % 2) = lo of Pp, reg 2 (p % 2) + 1 = hi of Pp
           wgmma     m64nNk32 x 2 steps, B from shared memory through the stage descriptors,
                     int32 accumulators in registers (the accumulator fragment map)
-      split-K partials (int32) summed exactly; epilogue float16(float32(acc) * (s1 * s_x));
-      masked store (rows >= N and tokens >= M are dropped)
+      finish the segment:
+        whole tile (segment.whole)  -> epilogue on its own accumulators, store
+        otherwise                   -> add the int32 partials into the tile's workspace, add
+                                       last - first to the tile's counter; the segment that
+                                       brings the counter to k_stages runs the epilogue on the
+                                       workspace sum and stores
+      epilogue float16(float32(acc) * (s1 * s_x)); masked store (rows >= N, tokens >= M dropped)
 
-Everything is vectorized over CTA tiles, warpgroups, blocks and threads; only the k stages are a
-Python loop. The index maps come in through a ``Dataflow``, so tests can swap in a deliberately
-wrong map and watch the result change. One map is not swappable: where the tensor core puts its
-results in the accumulator registers (``fragments.wgmma_accumulator_fragment``, verified on an
-H200). The epilogue's own copy of that formula is (``Dataflow.store_fragment``): in the kernel it
-is separate code, and a store map that disagrees with the hardware is a bug to catch.
+Everything is vectorized over tiles, warpgroups, blocks and threads; only the k stages are a
+Python loop: each stage's products are computed for all tiles at once, and each tile's product is
+added to the accumulators of the segment that holds (tile, stage). The finish then runs the
+segments in CTA order (integer addition is exact, so the order the CTAs arrive in on the GPU
+does not change a bit); a tile whose counter does not end at k_stages, or that is not stored
+exactly once, is a schedule bug and raises ``RuntimeError``.
+
+The index maps come in through a ``Dataflow``, so tests can swap in a deliberately wrong map and
+watch the result change. One map is not swappable: where the tensor core puts its results in the
+accumulator registers (``fragments.wgmma_accumulator_fragment``, verified on an H200). The
+epilogue's own copy of that formula is (``Dataflow.store_fragment``): in the kernel it is
+separate code, and a store map that disagrees with the hardware is a bug to catch.
 
 Padding: row blocks past N and blocks past K are all-zero bytes here (they dequantize to -128,
 not 0), activations past M and past K are zero, so the padding adds nothing to any stored
@@ -62,7 +76,7 @@ from .fragments import (
 from .gemm import epilogue
 from .layout import ACT_CORE_BYTES, ACT_CORE_ROWS, PackedWeight, meta_position, tile_activation
 from .quant import dequant_word
-from .tiling import TileConfig, choose_tile_config
+from .tiling import Segment, TileConfig, choose_tile_config
 
 WORDS_PER_THREAD = BYTES_PER_THREAD // 4  # P0..P3
 STEPS_PER_BLOCK = BLOCK_K // MMA_K  # two wgmma k32 steps per 64-k block
@@ -169,15 +183,84 @@ def _check_inputs(x_i8, packed, config) -> tuple[np.ndarray, TileConfig]:
     return x_i8, config
 
 
+@dataclass(frozen=True)
+class _Schedule:
+    """The schedule the pipeline runs (the kernel's by default); a seam for the tests' mutants.
+
+    Attributes:
+        segments: (config, cta, m, n, k) -> CTA ``cta``'s list of ``Segment``s, in run order.
+        stores_directly: segment -> True when the segment stores its own accumulators (no
+            workspace, no counter).
+    """
+
+    segments: Callable = TileConfig.segments
+    stores_directly: Callable = lambda segment: segment.whole
+
+
+_KERNEL_SCHEDULE = _Schedule()
+
+
+def _schedule_segments(config: TileConfig, m: int, n: int, k: int,
+                       schedule: _Schedule) -> list[Segment]:
+    """Every CTA's segments, CTA by CTA in run order; a segment outside the tiles raises."""
+    row_tiles, token_tiles, _ = config.grid(m, n)
+    k_stages = config.k_stages(k)
+    segments = []
+    for cta in range(config.cta_count(m, n, k)):
+        for seg in schedule.segments(config, cta, m, n, k):
+            if not (0 <= seg.row_tile < row_tiles and 0 <= seg.token_tile < token_tiles
+                    and 0 <= seg.first_stage < seg.last_stage <= k_stages):
+                raise RuntimeError(
+                    f"schedule bug: CTA {cta} has {seg}, outside the {row_tiles} x {token_tiles} "
+                    f"tiles of {k_stages} k stages"
+                )
+            segments.append(seg)
+    return segments
+
+
+def _finish(segments: list[Segment], seg_acc: np.ndarray, tiles: int, k_stages: int,
+            schedule: _Schedule) -> np.ndarray:
+    """Each segment's finish, in CTA order; returns the stored int32 accumulators [tiles, ...].
+
+    ``seg_acc[j]`` holds segment j's accumulators. A segment that stores directly writes them to
+    its tile; any other adds them into the tile's int32 workspace and its stage count to the
+    tile's counter, and the one that brings the counter to ``k_stages`` stores the workspace.
+    """
+    stored = np.zeros((tiles, *seg_acc.shape[1:]), np.int32)
+    workspace = np.zeros_like(stored)
+    counter = np.zeros(tiles, np.int64)
+    stores = np.zeros(tiles, np.int64)
+    direct = np.zeros(tiles, bool)
+    for j, seg in enumerate(segments):
+        if schedule.stores_directly(seg):
+            stored[seg.tile] = seg_acc[j]
+            stores[seg.tile] += 1
+            direct[seg.tile] = True
+            continue
+        workspace[seg.tile] += seg_acc[j]  # int32 partials: exact (K <= MAX_EXACT_K)
+        counter[seg.tile] += seg.last_stage - seg.first_stage
+        if counter[seg.tile] == k_stages:
+            stored[seg.tile] = workspace[seg.tile]
+            stores[seg.tile] += 1
+    expected_counter = np.where(direct, 0, k_stages)  # a directly stored tile has no partials
+    for tile in np.flatnonzero((counter != expected_counter) | (stores != 1)):
+        raise RuntimeError(
+            f"schedule bug: tile {tile} ended with its stage counter at {counter[tile]} (expected "
+            f"{expected_counter[tile]} of {k_stages} k stages) and was stored {stores[tile]} "
+            "times (expected once)"
+        )
+    return stored
+
+
 def _accumulate_padded(x_i8: np.ndarray, packed: PackedWeight, config: TileConfig,
-                       flow: Dataflow) -> np.ndarray:
-    """Run the mainloop; return the stored int32 accumulators [M_pad, N_pad] (tile padding)."""
+                       flow: Dataflow, schedule: _Schedule = _KERNEL_SCHEDULE) -> np.ndarray:
+    """Run the schedule; return the stored int32 accumulators [M_pad, N_pad] (tile padding)."""
     m, k = x_i8.shape
     n = packed.n
     cw, tokens, kps = config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage
     bps = config.blocks_per_stage
-    row_tiles, token_tiles, splits = config.grid(m, n)
-    total_stages = -(-k // kps)
+    row_tiles, token_tiles, _ = config.grid(m, n)
+    total_stages = config.k_stages(k)
     maps = _index_maps(config, flow)
 
     # Global memory as the kernel sees it, padded to whole tiles and stages.
@@ -198,50 +281,63 @@ def _accumulate_padded(x_i8: np.ndarray, packed: PackedWeight, config: TileConfi
     act = act.reshape(token_tiles, tokens // ACT_CORE_ROWS, total_stages, kps // ACT_CORE_BYTES,
                       ACT_CORE_ROWS, ACT_CORE_BYTES)
 
-    acc = np.zeros((splits, row_tiles, cw, token_tiles, THREADS_PER_WARPGROUP, tokens // 2),
-                   np.int32)
+    # The schedule: segment j is k stages [first[j], last[j]) of tile (seg_rt[j], seg_tt[j]).
+    segments = _schedule_segments(config, m, n, k, schedule)
+    seg_rt, seg_tt, seg_first, seg_last = (
+        np.array([getattr(seg, field) for seg in segments], np.int64).reshape(-1)
+        for field in ("row_tile", "token_tile", "first_stage", "last_stage")
+    )
+    seg_acc = np.zeros((len(segments), cw, THREADS_PER_WARPGROUP, tokens // 2), np.int32)
+
     s_lo, a_lo, s_hi, a_hi = maps.meta_bytes
-    for split in range(splits):
-        first, last = config.k_stage_range(split, k)
-        for stage in range(first, last):
-            # Load warpgroup: one stage of weights (codes + metadata) and activations.
-            blocks = slice(stage * bps, (stage + 1) * bps)
-            smem_codes = codes[:, :, blocks]  # [RT, CW, BPS, 2048]
-            smem_meta = meta[:, :, blocks]  # [RT, CW, BPS, 128]
-            smem_act = act[:, :, stage].reshape(token_tiles, tokens * kps)  # [TT, bytes]
+    for stage in range(total_stages):
+        # The segments that run this stage (one per tile in a correct schedule).
+        running = np.flatnonzero((seg_first <= stage) & (stage < seg_last))
+        if running.size == 0:
+            continue
+        # Load warpgroup: one stage of weights (codes + metadata) and activations.
+        blocks = slice(stage * bps, (stage + 1) * bps)
+        smem_codes = codes[:, :, blocks]  # [RT, CW, BPS, 2048]
+        smem_meta = meta[:, :, blocks]  # [RT, CW, BPS, 128]
+        smem_act = act[:, :, stage].reshape(token_tiles, tokens * kps)  # [TT, bytes]
 
-            # Compute warpgroups, every thread at once: LDS.128 -> 4 words P0..P3.
-            words = np.ascontiguousarray(smem_codes).reshape(
-                row_tiles, cw, bps, THREADS_PER_WARPGROUP, BYTES_PER_THREAD
-            ).view("<u4")  # [RT, CW, BPS, 128, 4]
-            lo, hi = flow.unpack(words)
-            step_lo, offset_lo = smem_meta[..., s_lo, None], smem_meta[..., a_lo, None]
-            step_hi, offset_hi = smem_meta[..., s_hi, None], smem_meta[..., a_hi, None]
-            deq_lo = dequant_word(lo, step_lo, offset_lo)  # IMAD + XOR, rows r
-            deq_hi = dequant_word(hi, step_hi, offset_hi)  # rows r + 8
-            # Word p feeds k32 step p // 2: register 2 (p % 2) from lo, 2 (p % 2) + 1 from hi.
-            a_regs = np.empty((row_tiles, cw, bps, THREADS_PER_WARPGROUP, STEPS_PER_BLOCK, 4),
-                              np.dtype("<u4"))
-            a_regs[..., 0::2] = deq_lo.reshape(*deq_lo.shape[:-1], STEPS_PER_BLOCK, 2)
-            a_regs[..., 1::2] = deq_hi.reshape(*deq_hi.shape[:-1], STEPS_PER_BLOCK, 2)
+        # Compute warpgroups, every thread at once: LDS.128 -> 4 words P0..P3.
+        words = np.ascontiguousarray(smem_codes).reshape(
+            row_tiles, cw, bps, THREADS_PER_WARPGROUP, BYTES_PER_THREAD
+        ).view("<u4")  # [RT, CW, BPS, 128, 4]
+        lo, hi = flow.unpack(words)
+        step_lo, offset_lo = smem_meta[..., s_lo, None], smem_meta[..., a_lo, None]
+        step_hi, offset_hi = smem_meta[..., s_hi, None], smem_meta[..., a_hi, None]
+        deq_lo = dequant_word(lo, step_lo, offset_lo)  # IMAD + XOR, rows r
+        deq_hi = dequant_word(hi, step_hi, offset_hi)  # rows r + 8
+        # Word p feeds k32 step p // 2: register 2 (p % 2) from lo, 2 (p % 2) + 1 from hi.
+        a_regs = np.empty((row_tiles, cw, bps, THREADS_PER_WARPGROUP, STEPS_PER_BLOCK, 4),
+                          np.dtype("<u4"))
+        a_regs[..., 0::2] = deq_lo.reshape(*deq_lo.shape[:-1], STEPS_PER_BLOCK, 2)
+        a_regs[..., 1::2] = deq_hi.reshape(*deq_hi.shape[:-1], STEPS_PER_BLOCK, 2)
 
-            # The A tile [64, kps] each warpgroup's registers hold, through the fragment map.
-            a_tile = np.zeros((row_tiles, cw, BLOCK_ROWS * kps), np.int8)
-            a_tile[:, :, maps.a_dest.ravel()] = a_regs.view(np.int8).reshape(row_tiles, cw, -1)
-            # The B operand [tokens, kps] the descriptors read from the activation stage.
-            b_tile = smem_act[:, maps.b_index]  # [TT, tokens, kps]
+        # The A tile [64, kps] each warpgroup's registers hold, through the fragment map.
+        a_tile = np.zeros((row_tiles, cw, BLOCK_ROWS * kps), np.int8)
+        a_tile[:, :, maps.a_dest.ravel()] = a_regs.view(np.int8).reshape(row_tiles, cw, -1)
+        # The B operand [tokens, kps] the descriptors read from the activation stage.
+        b_tile = smem_act[:, maps.b_index]  # [TT, tokens, kps]
 
-            # wgmma: int8 x int8 products summed exactly (float64 holds every partial sum of one
-            # stage exactly: |sum| <= kps * 128 * 128 << 2**53), added to int32 accumulators.
-            prod = a_tile.reshape(-1, kps).astype(np.float64) @ b_tile.reshape(-1, kps).astype(
-                np.float64
-            ).T  # [RT * CW * 64, TT * tokens]
-            prod = prod.reshape(row_tiles, cw, BLOCK_ROWS, token_tiles, tokens)
-            prod = prod.transpose(0, 1, 3, 2, 4).reshape(row_tiles, cw, token_tiles, -1)
-            acc[split] += prod[..., maps.d_index].astype(np.int32)
+        # wgmma: int8 x int8 products summed exactly (float64 holds every partial sum of one
+        # stage exactly: |sum| <= kps * 128 * 128 << 2**53), added to int32 accumulators.
+        prod = a_tile.reshape(-1, kps).astype(np.float64) @ b_tile.reshape(-1, kps).astype(
+            np.float64
+        ).T  # [RT * CW * 64, TT * tokens]
+        prod = prod.reshape(row_tiles, cw, BLOCK_ROWS, token_tiles, tokens)
+        prod = prod.transpose(0, 1, 3, 2, 4).reshape(row_tiles, cw, token_tiles, -1)
+        prod = prod[..., maps.d_index].astype(np.int32)  # [RT, CW, TT, 128, tokens / 2]
+        # Each running segment adds its tile's product (the indices in `running` are distinct).
+        seg_acc[running] += prod[seg_rt[running], :, seg_tt[running]]
 
-    # Split-K reduction: int32 partials, exact (K <= MAX_EXACT_K).
-    total = acc.sum(axis=0, dtype=np.int32)  # [RT, CW, TT, 128, tokens / 2]
+    # Finish: direct stores, or int32 partials summed in the workspace under the tile counters.
+    total = _finish(segments, seg_acc, row_tiles * token_tiles, total_stages, schedule)
+    # tile = token_tile * row_tiles + row_tile -> [RT, CW, TT, 128, tokens / 2]
+    total = total.reshape(token_tiles, row_tiles, cw, THREADS_PER_WARPGROUP, tokens // 2)
+    total = total.transpose(1, 2, 0, 3, 4)
 
     # Store: register (thread, i) of warpgroup w in tile (rt, tt) -> Y[token, row].
     rt, w, tt = np.meshgrid(np.arange(row_tiles), np.arange(cw), np.arange(token_tiles),
@@ -260,7 +356,8 @@ def tiled_accumulate(x_i8: np.ndarray, packed: PackedWeight, config: TileConfig 
     Args:
         x_i8: int8 [M, K] activations.
         packed: the Dual-MMA packed weight [N, K] (``pack_weight``).
-        config: the tile configuration (default: ``choose_tile_config(M, N, K)``).
+        config: the tile configuration (default: ``choose_tile_config(M, N, K)``); its
+            schedule (classic or split-K grid, or stream-K) runs as the kernel runs it.
         dataflow: the index maps (default: the kernel's).
 
     Returns:
@@ -293,6 +390,15 @@ def tiled_gemm(x_i8: np.ndarray, s_x: np.ndarray, packed: PackedWeight,
     return epilogue(acc, s_x, packed.s1)
 
 
+def _schedule_kind(config: TileConfig) -> str:
+    """The schedule of ``config`` in words: stream-K, split-K s, or one CTA per tile."""
+    if config.stream_k_ctas:
+        return "stream-K"
+    if config.split_k > 1:
+        return f"split-K {config.split_k}"
+    return "one CTA per tile"
+
+
 def demo_section(out_dir) -> list[str]:
     """The tiled pipeline and schedule model part of ``liquidref demo``.
 
@@ -322,12 +428,13 @@ def demo_section(out_dir) -> list[str]:
     y_tiled = tiled_gemm(x_i8, s_x, packed, config)
     tiled_ms = 1e3 * (time.perf_counter() - start)
     same = np.array_equal(y_tiled.view(np.uint16), gemm(x_i8, s_x, w).view(np.uint16))
-    rows, tokens, splits = config.grid(m, n)
+    rows, tokens, _ = config.grid(m, n)
     lines = [
         f"tiled pipeline, M x N x K = {m} x {n} x {k}, {config}",
-        f"  grid {rows} x {tokens} x {splits} = {rows * tokens * splits} CTAs, "
-        f"{-(-k // config.k_per_stage)} k stages of {config.k_per_stage}, "
-        f"{config.shared_memory_bytes // 1024} KiB shared memory per CTA",
+        (f"  {config.cta_count(m, n, k)} CTAs, {_schedule_kind(config)}, over {rows} x {tokens} "
+         f"tiles x {config.k_stages(k)} k stages of {config.k_per_stage} "
+         f"({config.work_units(m, n, k)} units), "
+         f"{config.shared_memory_bytes // 1024} KiB shared memory per CTA"),
         f"  fp16 output bytes equal to the oracle's: {same} ({tiled_ms:.0f} ms in NumPy)",
     ]
 
