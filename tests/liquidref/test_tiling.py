@@ -1,4 +1,5 @@
-"""TileConfig validation and derived sizes, split-K stage ranges, choose_tile_config."""
+"""TileConfig validation and derived sizes, the schedule (split-K and stream-K segments),
+choose_tile_config."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from hypothesis import strategies as st
 
 from liquidref.tiling import (
     BARRIER_REGION_BYTES,
+    DEFAULT_NUM_SMS,
     SHARED_MEMORY_LIMIT,
+    STREAM_K_MIN_STAGES,
     WGMMA_S8_N,
+    Segment,
     TileConfig,
     choose_tile_config,
 )
@@ -17,8 +21,8 @@ from liquidref.tiling import (
 
 def test_defaults_and_derived_sizes():
     c = TileConfig()
-    assert (c.compute_warpgroups, c.tokens_per_cta, c.k_per_stage, c.stages, c.split_k) == (
-        2, 64, 128, 4, 1)
+    assert (c.compute_warpgroups, c.tokens_per_cta, c.k_per_stage, c.stages, c.split_k,
+            c.stream_k_ctas) == (2, 64, 128, 4, 1, 0)
     assert c.rows_per_cta == 128
     assert c.blocks_per_stage == 2
     assert c.weight_stage_bytes == 2 * 2 * (2048 + 128)
@@ -35,6 +39,8 @@ def test_defaults_and_derived_sizes():
         (dict(k_per_stage=96), "k_per_stage"),
         (dict(stages=1), "stages"),
         (dict(split_k=0), "split_k"),
+        (dict(stream_k_ctas=-1), "stream_k_ctas must be >= 0"),
+        (dict(split_k=2, stream_k_ctas=3), "choose one schedule"),
         (dict(tokens_per_cta=256, k_per_stage=512, stages=4), "shared memory"),
     ],
 )
@@ -55,25 +61,171 @@ def test_split_k_ranges_partition_the_k_stages(total_stages, split_k, kps):
     assert covered == list(range(total_stages))
 
 
-@given(st.integers(0, 5000), st.integers(1, 512), st.integers(1, 512))
-def test_choose_tile_config_is_always_valid(m, n_blocks, k_blocks):
+# --- the schedule ---------------------------------------------------------------------------
+
+
+@st.composite
+def scheduled_problems(draw):
+    """(config, m, n, k): a classic / split-K or a stream-K config and a problem it tiles."""
+    stream_k_ctas = draw(st.sampled_from([0, 0, 1, 2, 3]) | st.integers(1, 200))
+    config = TileConfig(
+        compute_warpgroups=draw(st.sampled_from([1, 2])),
+        tokens_per_cta=draw(st.sampled_from([8, 16, 24, 64])),
+        k_per_stage=draw(st.sampled_from([64, 128, 256])),
+        stages=2,
+        split_k=1 if stream_k_ctas else draw(st.integers(1, 9)),
+        stream_k_ctas=stream_k_ctas,
+    )
+    m = draw(st.integers(1, 100))
+    n = draw(st.integers(1, 600))
+    k = draw(st.integers(1, 3000))
+    return config, m, n, k
+
+
+def all_segments(config, m, n, k):
+    """Every CTA's segments, CTA by CTA."""
+    return [config.segments(cta, m, n, k) for cta in range(config.cta_count(m, n, k))]
+
+
+@given(scheduled_problems())
+def test_segments_partition_the_units_once_and_in_order(problem):
+    config, m, n, k = problem
+    k_stages = config.k_stages(k)
+    units = []
+    for cta, segments in enumerate(all_segments(config, m, n, k)):
+        cta_units = [seg.tile * k_stages + stage
+                     for seg in segments for stage in range(seg.first_stage, seg.last_stage)]
+        assert cta_units == list(range(*config.unit_range(cta, m, n, k)))
+        units.extend(cta_units)
+    assert units == list(range(config.work_units(m, n, k)))
+
+
+@given(scheduled_problems())
+def test_segment_fields_are_consistent(problem):
+    config, m, n, k = problem
+    row_tiles, token_tiles, _ = config.grid(m, n)
+    k_stages = config.k_stages(k)
+    for segments in all_segments(config, m, n, k):
+        tiles = [seg.tile for seg in segments]
+        assert tiles == sorted(set(tiles))  # one segment per tile touched, in tile order
+        for seg in segments:
+            assert isinstance(seg, Segment)
+            assert 0 <= seg.tile < row_tiles * token_tiles
+            assert (seg.row_tile, seg.token_tile) == (seg.tile % row_tiles, seg.tile // row_tiles)
+            assert seg.k_stages == k_stages
+            assert 0 <= seg.first_stage < seg.last_stage <= k_stages
+            assert seg.whole == (seg.first_stage == 0 and seg.last_stage == k_stages)
+        # Only a CTA's first and last segments can be partial: the ones between are whole.
+        assert all(seg.whole for seg in segments[1:-1])
+
+
+@given(scheduled_problems())
+def test_classic_grid_gives_the_k_stage_ranges(problem):
+    config, m, n, k = problem
+    if config.stream_k_ctas:
+        config = TileConfig(config.compute_warpgroups, config.tokens_per_cta,
+                            config.k_per_stage, config.stages, 1 + config.stream_k_ctas % 9)
+    row_tiles, token_tiles, splits = config.grid(m, n)
+    assert config.cta_count(m, n, k) == row_tiles * token_tiles * splits
+    for cta, segments in enumerate(all_segments(config, m, n, k)):
+        tile, split = divmod(cta, splits)  # CTA = tile * split_k + split
+        first, last = config.k_stage_range(split, k)
+        expected = [] if first == last else [
+            Segment(tile, tile % row_tiles, tile // row_tiles, first, last, config.k_stages(k))]
+        assert segments == expected
+
+
+@given(scheduled_problems())
+def test_stream_k_shares_the_units_evenly(problem):
+    config, m, n, k = problem
+    if not config.stream_k_ctas:
+        config = TileConfig(config.compute_warpgroups, config.tokens_per_cta,
+                            config.k_per_stage, config.stages, 1, config.split_k * 17)
+    units, ctas = config.work_units(m, n, k), config.cta_count(m, n, k)
+    assert ctas == min(config.stream_k_ctas, units) and 1 <= ctas <= units
+    counts = [last - first for first, last in
+              (config.unit_range(cta, m, n, k) for cta in range(ctas))]
+    assert sum(counts) == units
+    assert max(counts) - min(counts) <= 1 and min(counts) >= 1
+
+
+def test_stream_k_example_from_the_module_docstring():
+    # 3 tiles (one 128-row tile x 3 token tiles) of 4 stages, 3 stream-K CTAs of 4 units each.
+    config = TileConfig(2, 8, 64, 2, 1, 3)
+    m, n, k = 24, 128, 4 * 64
+    assert all_segments(config, m, n, k) == [
+        [Segment(0, 0, 0, 0, 4, 4)],
+        [Segment(1, 0, 1, 0, 4, 4)],
+        [Segment(2, 0, 2, 0, 4, 4)],
+    ]
+    # 2 CTAs of 6 units: tile 1 is split between them at stage 2.
+    config = TileConfig(2, 8, 64, 2, 1, 2)
+    assert all_segments(config, m, n, k) == [
+        [Segment(0, 0, 0, 0, 4, 4), Segment(1, 0, 1, 0, 2, 4)],
+        [Segment(1, 0, 1, 2, 4, 4), Segment(2, 0, 2, 0, 4, 4)],
+    ]
+
+
+@pytest.mark.parametrize("config", [TileConfig(split_k=3), TileConfig(stream_k_ctas=5)])
+def test_unit_range_rejects_a_cta_outside_the_grid(config):
+    m, n, k = 64, 256, 1024
+    ctas = config.cta_count(m, n, k)
+    assert ctas == (2 * 3 if config.split_k == 3 else 5)
+    for cta in (-1, ctas):
+        with pytest.raises(ValueError, match=rf"cta must be in \[0, {ctas}\)"):
+            config.unit_range(cta, m, n, k)
+        with pytest.raises(ValueError, match="cta must be in"):
+            config.segments(cta, m, n, k)
+
+
+# --- choose_tile_config ---------------------------------------------------------------------
+
+
+@given(st.integers(0, 5000), st.integers(1, 512), st.integers(1, 512),
+       st.sampled_from([DEFAULT_NUM_SMS, 114, 78, 8, 1]))
+def test_choose_tile_config_is_always_valid(m, n_blocks, k_blocks, num_sms):
     n, k = 64 * n_blocks, 64 * k_blocks
-    c = choose_tile_config(m, n, k)
+    c = choose_tile_config(m, n, k, num_sms)
     assert c.tokens_per_cta in WGMMA_S8_N
-    if m <= 32:  # decode is never padded past the next of 8, 16, 32 tokens
-        assert c.tokens_per_cta == next(t for t in (8, 16, 32) if t >= max(m, 1))
     assert k % c.k_per_stage == 0  # the kernel runs whole stages
     assert c.shared_memory_bytes <= SHARED_MEMORY_LIMIT
     rows, tokens, splits = c.grid(m, n)
-    if splits > 1:
-        assert rows * tokens * splits <= 132
-        assert -(-k // c.k_per_stage) // splits >= 4
+    tiles, k_stages = rows * tokens, c.k_stages(k)
+    units = c.work_units(m, n, k)
+    if m <= 64:
+        # Decode: the smallest wgmma n of 8, 16, 32, 64 that covers M; stream-K over at most
+        # one CTA per SM, each with at least STREAM_K_MIN_STAGES units when there are that many.
+        assert c.tokens_per_cta == next(t for t in (8, 16, 32, 64) if t >= max(m, 1))
+        assert splits == 1
+        assert c.stream_k_ctas == max(1, min(num_sms, units // STREAM_K_MIN_STAGES))
+        ctas = c.cta_count(m, n, k)
+        assert ctas <= num_sms
+        if units >= STREAM_K_MIN_STAGES:
+            assert units // ctas >= STREAM_K_MIN_STAGES
+        if units >= STREAM_K_MIN_STAGES * num_sms:
+            assert ctas == num_sms  # every SM busy
+    else:
+        # Mid M and prefill: the classic grid, split-K only when most SMs would idle, each
+        # split >= 16 stages, and never more CTAs than SMs.
+        assert c.stream_k_ctas == 0
+        if splits > 1:
+            assert tiles < num_sms // 2
+            assert tiles * splits <= num_sms
+            assert k_stages // splits >= 16
+        if tiles < num_sms // 2 and k_stages >= 32 and 2 * tiles <= num_sms:
+            assert splits > 1
 
 
-def test_decode_uses_split_k_and_small_n():
+def test_decode_uses_stream_k_and_small_n():
     c = choose_tile_config(1, 4096, 4096)
-    assert c.tokens_per_cta == 8 and c.split_k > 1
+    # 32 row tiles x 16 stages of 256 = 512 units: 128 CTAs of exactly 4 stages.
+    assert (c.tokens_per_cta, c.k_per_stage, c.split_k, c.stream_k_ctas) == (8, 256, 1, 128)
+    assert c.cta_count(1, 4096, 4096) == 512 // STREAM_K_MIN_STAGES
+    big = choose_tile_config(16, 8192, 8192)  # 64 x 32 = 2048 units: one CTA per SM
+    assert (big.tokens_per_cta, big.stream_k_ctas) == (16, DEFAULT_NUM_SMS)
+    assert choose_tile_config(64, 4096, 4096).tokens_per_cta == 64
     assert choose_tile_config(0, 4096, 4096) == choose_tile_config(1, 4096, 4096)
+    assert choose_tile_config(65, 4096, 4096).stream_k_ctas == 0
     assert choose_tile_config(4096, 4096, 4096).tokens_per_cta == 192
     assert choose_tile_config(4096, 4096, 4096).k_per_stage == 256
 
