@@ -1,5 +1,6 @@
-"""The tiled pipeline reference equals the oracle bit for bit, for every valid tile configuration;
-deliberately wrong layouts and maps (mutants) are caught by the same property."""
+"""The tiled pipeline reference equals the oracle bit for bit, for every valid tile configuration
+and schedule (classic, split-K, stream-K); deliberately wrong layouts, maps and schedules
+(mutants) are caught by the same property."""
 
 from __future__ import annotations
 
@@ -22,7 +23,15 @@ from liquidref.fragments import (
 )
 from liquidref.layout import PackedWeight, code_position
 import liquidref.tiled as lr_tiled
-from liquidref.tiled import KERNEL_DATAFLOW, tiled_accumulate, tiled_gemm, unpack_nibbles
+from liquidref.tiled import (
+    _KERNEL_SCHEDULE,
+    KERNEL_DATAFLOW,
+    _accumulate_padded,
+    _Schedule,
+    tiled_accumulate,
+    tiled_gemm,
+    unpack_nibbles,
+)
 from liquidref.tiling import WGMMA_S8_N, TileConfig
 
 # --- problems -----------------------------------------------------------------------------------
@@ -48,12 +57,16 @@ def random_activation(rng: np.random.Generator, m: int, k: int):
 
 @st.composite
 def tile_configs(draw):
+    """A valid TileConfig: half classic / split-K (split_k 1..6), half stream-K (1..40 CTAs, often
+    fewer than the tiles, so that CTAs span tiles)."""
+    stream_k = draw(st.booleans())
     fields = dict(
         compute_warpgroups=draw(st.sampled_from([1, 2])),
         tokens_per_cta=draw(st.sampled_from(WGMMA_S8_N)),
         k_per_stage=draw(st.sampled_from([64, 128, 192, 256])),
         stages=draw(st.integers(2, 16)),
-        split_k=draw(st.integers(1, 6)),
+        split_k=1 if stream_k else draw(st.integers(1, 6)),
+        stream_k_ctas=draw(st.integers(1, 6) | st.integers(1, 40)) if stream_k else 0,
     )
     try:
         return TileConfig(**fields)
@@ -74,12 +87,18 @@ def problems(draw):
     return x_i8, s_x, w, config
 
 
-def check_against_oracle(problem, dataflow=KERNEL_DATAFLOW, packer=lr.pack_weight):
+def check_against_oracle(problem, dataflow=KERNEL_DATAFLOW, packer=lr.pack_weight,
+                         schedule=_KERNEL_SCHEDULE):
     x_i8, s_x, w, config = problem
     packed = packer(w)
-    acc = tiled_accumulate(x_i8, packed, config, dataflow)
+    if schedule is _KERNEL_SCHEDULE:  # the public API
+        acc = tiled_accumulate(x_i8, packed, config, dataflow)
+        y = tiled_gemm(x_i8, s_x, packed, config, dataflow)
+    else:  # a schedule mutant, through the private seam
+        m, n = x_i8.shape[0], packed.n
+        acc = _accumulate_padded(x_i8, packed, config, dataflow, schedule)[:m, :n]
+        y = lr.epilogue(acc, s_x, packed.s1)
     assert np.array_equal(acc, lr.int32_matmul(x_i8, lr.dequantize_int8(w)))
-    y = tiled_gemm(x_i8, s_x, packed, config, dataflow)
     assert y.dtype == np.float16
     assert np.array_equal(y.view(np.uint16), lr.gemm(x_i8, s_x, w).view(np.uint16))
 
@@ -95,6 +114,12 @@ def test_edges_m_and_n_not_multiples_of_the_tile():
     x_i8, s_x = random_activation(rng, 13, 384)  # 13 tokens in 16-token tiles
     check_against_oracle((x_i8, s_x, w, TileConfig(2, 16, 128, 3, 2)))
     check_against_oracle((x_i8, s_x, w, TileConfig(2, 8, 256, 2, 5)))  # partial last stage
+    # Stream-K over 2 x 1 tiles x 6 stages of 64 = 12 units: 1 CTA runs both tiles whole; of 5
+    # CTAs (units 0-2, 2-4, 4-7, 7-9, 9-12) the middle one ends tile 0 and starts tile 1; 12 and
+    # 13 (capped at 12) CTAs run one unit each.
+    for ctas in (1, 5, 7, 12, 13):
+        check_against_oracle((x_i8, s_x, w, TileConfig(2, 16, 64, 3, 1, ctas)))
+    check_against_oracle((x_i8, s_x, w, TileConfig(1, 8, 256, 2, 1, 3)))  # partial last stage
 
 
 def test_default_configuration_and_empty_m():
@@ -227,12 +252,12 @@ MUTANTS = {
 }
 
 
-def run_property(dataflow, packer):
+def run_property(dataflow, packer, schedule=_KERNEL_SCHEDULE):
     @settings(max_examples=50, database=None, derandomize=True, report_multiple_bugs=False,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
     @given(problems())
     def prop(problem):
-        check_against_oracle(problem, dataflow, packer)
+        check_against_oracle(problem, dataflow, packer, schedule)
 
     prop()
 
@@ -248,10 +273,85 @@ def test_property_accepts_the_kernel_layout():
     run_property(KERNEL_DATAFLOW, lr.pack_weight)  # the mutant runs above fail only by mutation
 
 
+# --- schedule mutants: each deliberately wrong schedule must be rejected -------------------------
+# By the bit-exact property where the tile counters still add up, by the finish's RuntimeError
+# (a tile whose counter does not end at k_stages, or not stored exactly once) where they do not.
+
+
+def _last_unit_of_cta_0_dropped(config, cta, m, n, k):
+    segments = config.segments(cta, m, n, k)
+    if cta != 0 or not segments:
+        return segments
+    last = segments[-1]
+    if last.last_stage - last.first_stage == 1:
+        return segments[:-1]
+    return [*segments[:-1], last._replace(last_stage=last.last_stage - 1)]
+
+
+def _last_unit_of_each_cta_repeated(config, cta, m, n, k):
+    segments = config.segments(cta, m, n, k)
+    if not segments:
+        return segments
+    last = segments[-1]
+    return [*segments, last._replace(first_stage=last.last_stage - 1)]
+
+
+def _partial_segment_one_stage_late(config, cta, m, n, k):
+    # k stages [first + 1, last + 1) where that stays inside the tile: same count, wrong stages.
+    return [seg._replace(first_stage=seg.first_stage + 1, last_stage=seg.last_stage + 1)
+            if not seg.whole and seg.last_stage < seg.k_stages else seg
+            for seg in config.segments(cta, m, n, k)]
+
+
+def _tile_decoded_token_tile_fastest(config, cta, m, n, k):
+    token_tiles = config.grid(m, n)[1]
+    return [seg._replace(row_tile=seg.tile // token_tiles, token_tile=seg.tile % token_tiles)
+            for seg in config.segments(cta, m, n, k)]
+
+
+SCHEDULE_MUTANTS = {
+    "segments: CTA 0's last unit dropped": (
+        _Schedule(segments=_last_unit_of_cta_0_dropped), RuntimeError),
+    "segments: each CTA's last unit repeated": (
+        _Schedule(segments=_last_unit_of_each_cta_repeated), RuntimeError),
+    "segments: a partial segment runs its k stages one stage late": (
+        _Schedule(segments=_partial_segment_one_stage_late), AssertionError),
+    "segments: tile decoded token tile fastest": (
+        _Schedule(segments=_tile_decoded_token_tile_fastest), AssertionError),
+    "finish: every segment stored directly, partials never summed": (
+        _Schedule(stores_directly=lambda segment: True), RuntimeError),
+    "finish: a tile's first partial stored directly instead of summed": (
+        _Schedule(stores_directly=lambda segment: segment.first_stage == 0), RuntimeError),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULE_MUTANTS))
+def test_property_rejects_schedule_mutant(name):
+    schedule, caught_by = SCHEDULE_MUTANTS[name]
+    with pytest.raises(caught_by, match="schedule bug" if caught_by is RuntimeError else None):
+        run_property(KERNEL_DATAFLOW, lr.pack_weight, schedule)
+
+
+def test_schedule_bug_names_the_tile():
+    rng = np.random.default_rng(11)
+    w = random_weight(rng, 128, 256)
+    x_i8, s_x = random_activation(rng, 8, 256)
+    config = TileConfig(2, 8, 64, 2, 1, 3)  # 1 tile of 4 stages: CTAs of 1, 1 and 2 stages
+    schedule = _Schedule(segments=_last_unit_of_cta_0_dropped)
+    with pytest.raises(RuntimeError, match=r"tile 0 ended with its stage counter at 3 \(expected "
+                                           r"4 of 4 k stages\) and was stored 0 times"):
+        check_against_oracle((x_i8, s_x, w, config), schedule=schedule)
+
+
+def test_the_seam_with_the_kernel_schedule_is_the_public_path():
+    run_property(KERNEL_DATAFLOW, lr.pack_weight, _Schedule())  # a copy, so the seam path runs
+
+
 def test_demo_section_agrees_and_writes_figures(tmp_path):
     lines = lr_tiled.demo_section(tmp_path)
     text = "\n".join(lines)
     assert "equal to the oracle's: True" in text
     assert "M = 150 for W4A8" in text and "M = 300 for W8A8" in text
+    assert "128 CTAs, stream-K, over 32 x 1 tiles x 16 k stages of 256" in text
     for name in ("tiled_timeline.png", "tiled_knee.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
