@@ -208,7 +208,8 @@ def _schedule_segments(config: TileConfig, m: int, n: int, k: int,
     segments = []
     for cta in range(config.cta_count(m, n, k)):
         for seg in schedule.segments(config, cta, m, n, k):
-            if not (0 <= seg.row_tile < row_tiles and 0 <= seg.token_tile < token_tiles
+            if not (0 <= seg.tile < row_tiles * token_tiles and 0 <= seg.row_tile < row_tiles
+                    and 0 <= seg.token_tile < token_tiles
                     and 0 <= seg.first_stage < seg.last_stage <= k_stages):
                 raise RuntimeError(
                     f"schedule bug: CTA {cta} has {seg}, outside the {row_tiles} x {token_tiles} "
@@ -218,8 +219,8 @@ def _schedule_segments(config: TileConfig, m: int, n: int, k: int,
     return segments
 
 
-def _finish(segments: list[Segment], seg_acc: np.ndarray, tiles: int, k_stages: int,
-            schedule: _Schedule) -> np.ndarray:
+def _finish(segments: list[Segment], seg_acc: np.ndarray, row_tiles: int, tiles: int,
+            k_stages: int, schedule: _Schedule) -> np.ndarray:
     """Each segment's finish, in CTA order; returns the stored int32 accumulators [tiles, ...].
 
     ``seg_acc[j]`` holds segment j's accumulators. A segment that stores directly writes them to
@@ -243,9 +244,12 @@ def _finish(segments: list[Segment], seg_acc: np.ndarray, tiles: int, k_stages: 
             stored[seg.tile] = workspace[seg.tile]
             stores[seg.tile] += 1
     expected_counter = np.where(direct, 0, k_stages)  # a directly stored tile has no partials
-    for tile in np.flatnonzero((counter != expected_counter) | (stores != 1)):
+    bad_tiles = np.flatnonzero((counter != expected_counter) | (stores != 1))
+    if bad_tiles.size:
+        tile = bad_tiles[0]
         raise RuntimeError(
-            f"schedule bug: tile {tile} ended with its stage counter at {counter[tile]} (expected "
+            f"schedule bug: tile {tile} (row tile {tile % row_tiles}, token tile "
+            f"{tile // row_tiles}) ended with its stage counter at {counter[tile]} (expected "
             f"{expected_counter[tile]} of {k_stages} k stages) and was stored {stores[tile]} "
             "times (expected once)"
         )
@@ -334,7 +338,8 @@ def _accumulate_padded(x_i8: np.ndarray, packed: PackedWeight, config: TileConfi
         seg_acc[running] += prod[seg_rt[running], :, seg_tt[running]]
 
     # Finish: direct stores, or int32 partials summed in the workspace under the tile counters.
-    total = _finish(segments, seg_acc, row_tiles * token_tiles, total_stages, schedule)
+    total = _finish(segments, seg_acc, row_tiles, row_tiles * token_tiles, total_stages,
+                    schedule)
     # tile = token_tile * row_tiles + row_tile -> [RT, CW, TT, 128, tokens / 2]
     total = total.reshape(token_tiles, row_tiles, cw, THREADS_PER_WARPGROUP, tokens // 2)
     total = total.transpose(1, 2, 0, 3, 4)

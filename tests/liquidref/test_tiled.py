@@ -338,8 +338,9 @@ def test_schedule_bug_names_the_tile():
     x_i8, s_x = random_activation(rng, 8, 256)
     config = TileConfig(2, 8, 64, 2, 1, 3)  # 1 tile of 4 stages: CTAs of 1, 1 and 2 stages
     schedule = _Schedule(segments=_last_unit_of_cta_0_dropped)
-    with pytest.raises(RuntimeError, match=r"tile 0 ended with its stage counter at 3 \(expected "
-                                           r"4 of 4 k stages\) and was stored 0 times"):
+    with pytest.raises(RuntimeError, match=r"tile 0 \(row tile 0, token tile 0\) ended with its "
+                                           r"stage counter at 3 \(expected 4 of 4 k stages\) "
+                                           r"and was stored 0 times"):
         check_against_oracle((x_i8, s_x, w, config), schedule=schedule)
 
 
