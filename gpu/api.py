@@ -266,22 +266,27 @@ class Backend:
     name: str
     fn: Callable
     available: Callable[[], bool]
+    # fn accepts programmatic=True: it may launch before the activation quantizer has finished
+    # and waits for it on the device (programmatic dependent launch, see gpu.hopper)
+    programmatic: bool = False
 
 
 _backends: dict[str, Backend] = {}
 _optional_backends_loaded = False
 
 
-def register_backend(name: str, fn: Callable, available: Callable[[], bool]) -> None:
+def register_backend(name: str, fn: Callable, available: Callable[[], bool], programmatic: bool = False) -> None:
     """Register (or replace) a GEMM backend ``fn(x_tiled, s_x, m, dw, out)``.
 
     ``available()`` says whether it can run on the current machine (no exception expected).
+    ``programmatic``: ``fn`` also takes ``programmatic=True`` from ``linear``, right after the
+    quantizer's launch (see ``gpu.hopper``).
     """
     if not isinstance(name, str) or not name or name == "auto":
         raise ValueError(f"backend name must be a non-empty string other than 'auto'; got {name!r}")
     if not callable(fn) or not callable(available):
         raise TypeError("fn and available must be callable")
-    _backends[name] = Backend(name, fn, available)
+    _backends[name] = Backend(name, fn, available, bool(programmatic))
 
 
 def _load_optional_backends() -> None:
@@ -354,6 +359,11 @@ def gemm_tiled(x_tiled, s_x, m: int, dw: DeviceWeight, backend: str = "auto", ou
     Returns:
         fp16 [M, N] (torch when ``x_tiled`` was torch).
     """
+    return _gemm_tiled(x_tiled, s_x, m, dw, backend, out, after_quantize=False)
+
+
+def _gemm_tiled(x_tiled, s_x, m, dw, backend, out, after_quantize: bool):
+    """``gemm_tiled``; ``after_quantize``: the quantizer that wrote x_tiled was the last launch."""
     dw = _check_dw(dw)
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
         raise ValueError(f"m must be a non-negative int; got {m!r}")
@@ -364,7 +374,11 @@ def gemm_tiled(x_tiled, s_x, m: int, dw: DeviceWeight, backend: str = "auto", ou
     s_x = runtime.device_array("s_x", s_x, np.float32, (m,), alignment=4)
     y = _output(out, m, dw.n)
     if m:
-        resolve_backend(backend).fn(x_tiled, s_x, m, dw, y)
+        chosen = resolve_backend(backend)
+        if after_quantize and chosen.programmatic:
+            chosen.fn(x_tiled, s_x, m, dw, y, programmatic=True)
+        else:
+            chosen.fn(x_tiled, s_x, m, dw, y)
     return runtime.to_caller(y, like)
 
 
@@ -405,7 +419,7 @@ def linear(X, dw: DeviceWeight, backend: str = "auto", check_finite: bool = True
     like = X
     X = runtime.device_array("X", X, np.float16, (None, dw.k))
     x_tiled, s_x = quantize_activation_tiled(X, check_finite=check_finite)
-    y = gemm_tiled(x_tiled, s_x, X.shape[0], dw, backend, out)
+    y = _gemm_tiled(x_tiled, s_x, X.shape[0], dw, backend, out, after_quantize=True)
     return runtime.to_caller(y, like)
 
 

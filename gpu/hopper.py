@@ -2,13 +2,22 @@
 
 Registers the ``"hopper"`` backend of ``gpu.api``. The tile configuration comes from
 ``liquidref.choose_tile_config`` (the same one the tiled pipeline reference models) unless the
-caller passes one. Split-K needs an int32 workspace [M, N] and one counter per output tile, both
-zero; the kernel leaves them zero again, so they are allocated once per device and grown on
-demand.
+caller passes one. The kernel runs the classic grid (row tiles x token tiles x split_k);
+``TileConfig.stream_k_ctas`` (the persistent stream-K schedule the tiled reference models) is
+refused: a stream-K build of this kernel measured slower on an H200 (docs/performance.md).
+Split-K needs an int32 workspace [M, N] and one counter per output tile, both zero; the kernel
+leaves them zero again, so they are allocated once per device and grown on demand.
+
+``run(..., programmatic=True)`` launches with programmatic dependent launch: the kernel starts
+while the activation quantizer before it still runs and streams its first weight stages, then
+waits on the device (``griddepcontrol.wait``) before it reads the activations or writes anything.
+``gpu.api.linear`` uses it; a plain ``gemm_tiled`` call does not, since the kernel before it may
+write the weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -32,6 +41,9 @@ VARIANTS = {
     "hopper_qoq_dequant": ("w4a8_hopper", ("-DLIQUIDREF_DEQUANT_QOQ=1",)),
     "hopper_excp": ("w4a8_hopper_excp", ()),
 }
+# Stages of weights a programmatic launch requests before it waits for the quantizer's grid
+# (the kernel's weight_prefetch argument; a plain launch passes 0). Tuned on an H200.
+PROGRAMMATIC_WEIGHT_PREFETCH = 2
 EXCP_A_SLOTS = 2  # EXCP_A_SLOTS in the .cu (tested): int8 weight buffers between the roles
 EXCP_MAX_TOKENS = 128  # one MMA warpgroup holds both row blocks' accumulators
 
@@ -66,7 +78,7 @@ def excp_config(config: TileConfig) -> TileConfig:
     of ``config``'s stages as fit beside its int8 weight buffers (at least 2)."""
     tokens = min(config.tokens_per_cta, EXCP_MAX_TOKENS)
     for stages in range(config.stages, 1, -1):
-        candidate = TileConfig(2, tokens, config.k_per_stage, stages, config.split_k)
+        candidate = dataclasses.replace(config, compute_warpgroups=2, tokens_per_cta=tokens, stages=stages)
         if shared_memory_bytes(candidate, "hopper_excp") <= SHARED_MEMORY_LIMIT:
             return candidate
     raise ValueError(f"no ExCP configuration near {config} fits in shared memory")
@@ -89,7 +101,7 @@ _scratch: dict[int, dict[str, object]] = {}
 
 
 def _kernel(config: TileConfig, variant: str = "hopper"):
-    base = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages, 1)
+    base = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages)
     key = (base, variant)
     if key not in _kernels:
         name = kernel_name(base, variant)
@@ -120,7 +132,17 @@ def _zeroed(name: str, size: int):
     return buf
 
 
-def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant: str = "hopper") -> None:
+def run(
+    x_tiled,
+    s_x,
+    m: int,
+    dw,
+    out,
+    config: TileConfig | None = None,
+    variant: str = "hopper",
+    programmatic: bool = False,
+    weight_prefetch: int | None = None,
+) -> None:
     """Launch the Hopper kernel: ``out[m, n] = fp16(float(x_i8 @ w_i8.T) * (s1[n] * s_x[m]))``.
 
     Args:
@@ -132,6 +154,10 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant
         config: a ``TileConfig``; ``choose_tile_config(M, N, K, SMs)`` when None.
         variant: a key of ``VARIANTS`` (the kernel or one of its ablations; ``hopper_excp`` runs
             ``excp_config(config)``).
+        programmatic: launch with programmatic dependent launch (see the module docstring):
+            only right after the kernel that writes ``x_tiled`` and ``s_x``, in the same stream.
+        weight_prefetch: stages of weights requested before waiting for that kernel (default:
+            ``PROGRAMMATIC_WEIGHT_PREFETCH`` when programmatic, else 0).
     """
     import cupy
 
@@ -148,6 +174,14 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant
         raise ValueError(f"split_k = {config.split_k} exceeds the {k_stages} k stages of K = {k}")
     if n % BLOCK_ROWS != 0:
         raise ValueError(f"N = {n} must be a multiple of {BLOCK_ROWS}")
+    if config.stream_k_ctas:
+        raise ValueError(
+            f"{config}: the Hopper kernel runs the classic grid (split_k); stream_k_ctas must be 0"
+        )
+    if weight_prefetch is None:
+        weight_prefetch = PROGRAMMATIC_WEIGHT_PREFETCH if programmatic else 0
+    if isinstance(weight_prefetch, bool) or not isinstance(weight_prefetch, (int, np.integer)) or weight_prefetch < 0:
+        raise ValueError(f"weight_prefetch must be an int >= 0; got {weight_prefetch!r}")
     grid = config.grid(m, n)
     if config.split_k > 1:
         workspace = _zeroed("workspace", m * n)
@@ -155,25 +189,14 @@ def run(x_tiled, s_x, m: int, dw, out, config: TileConfig | None = None, variant
     else:
         workspace = counters = _zeroed("unused", 1)
     kernel = _kernel(config, variant)
-    block = ((config.compute_warpgroups + 1) * THREADS_PER_WARPGROUP,)
-    kernel(
+    runtime.launch(
+        kernel,
         grid,
-        block,
-        (
-            dw.codes,
-            dw.meta,
-            dw.s1,
-            x_tiled,
-            s_x,
-            out,
-            workspace,
-            counters,
-            np.int32(m),
-            np.int32(n),
-            np.int32(k),
-            np.int32(config.split_k),
-        ),
+        ((config.compute_warpgroups + 1) * THREADS_PER_WARPGROUP,),
+        (dw.codes, dw.meta, dw.s1, x_tiled, s_x, out, workspace, counters, np.int32(m), np.int32(n),
+         np.int32(k), np.int32(config.split_k), np.int32(weight_prefetch)),
         shared_mem=shared_memory_bytes(config, variant),
+        programmatic=programmatic,
     )
 
 
@@ -181,7 +204,7 @@ def _register() -> None:
     from . import api
 
     for variant in VARIANTS:
-        api.register_backend(variant, functools.partial(run, variant=variant), is_available)
+        api.register_backend(variant, functools.partial(run, variant=variant), is_available, programmatic=True)
 
 
 _register()

@@ -514,3 +514,98 @@ def to_caller(y, like):
 
         return torch.from_dlpack(y)
     return y
+
+
+# --- launching, with programmatic dependent launch ------------------------------------------
+#
+# A kernel launched with the driver's "programmatic stream serialization" attribute may start
+# while the kernel before it in the stream still runs, once every CTA of that kernel has executed
+# `griddepcontrol.launch_dependents` (or exited); it must execute `griddepcontrol.wait` before it
+# touches anything the earlier kernel writes or reads. CuPy's kernel call cannot set launch
+# attributes, so such launches go through cuLaunchKernelEx (CUDA driver >= 12.0) with ctypes.
+
+CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CUlaunchAttributeID (cuda.h)
+
+
+class _LaunchAttribute(ctypes.Structure):
+    # CUlaunchAttribute: a 4-byte id, 4 bytes of padding, a 64-byte value union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_ubyte * 64)]
+
+
+class _LaunchConfig(ctypes.Structure):
+    # CUlaunchConfig (ctypes inserts the padding before hStream, as the C compiler does)
+    _fields_ = [
+        ("gridDimX", ctypes.c_uint), ("gridDimY", ctypes.c_uint), ("gridDimZ", ctypes.c_uint),
+        ("blockDimX", ctypes.c_uint), ("blockDimY", ctypes.c_uint), ("blockDimZ", ctypes.c_uint),
+        ("sharedMemBytes", ctypes.c_uint),
+        ("hStream", ctypes.c_void_p),
+        ("attrs", ctypes.POINTER(_LaunchAttribute)),
+        ("numAttrs", ctypes.c_uint),
+    ]
+
+
+_driver_launch = None
+
+
+def _launch_kernel_ex():
+    """cuLaunchKernelEx from libcuda, or None when the driver has none."""
+    global _driver_launch
+    if _driver_launch is None:
+        try:
+            function = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
+        except (OSError, AttributeError):
+            function = False
+        else:
+            function.restype = ctypes.c_int
+            function.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p,
+                                 ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+        _driver_launch = function
+    return _driver_launch or None
+
+
+def _kernel_argument(value):
+    """A ctypes object holding one kernel argument (CuPy arrays: their device pointer)."""
+    import numpy as np
+
+    if isinstance(value, np.int32):
+        return ctypes.c_int32(int(value))
+    if isinstance(value, np.uint32):
+        return ctypes.c_uint32(int(value))
+    if isinstance(value, np.float32):
+        return ctypes.c_float(float(value))
+    data = getattr(value, "data", None)
+    if data is not None and hasattr(data, "ptr"):
+        return ctypes.c_void_p(int(data.ptr))
+    raise TypeError(f"kernel arguments must be CuPy arrays or np.int32/np.uint32/np.float32; got {type(value)}")
+
+
+def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = False) -> None:
+    """Launch a CuPy ``RawKernel`` function on the current stream.
+
+    Args:
+        kernel: from ``compile_module(...).get_function``.
+        grid, block: tuples of up to three ints.
+        args: the kernel's arguments in order (CuPy arrays, ``np.int32``/``np.uint32``/``np.float32``).
+        shared_mem: dynamic shared memory in bytes.
+        programmatic: launch with programmatic dependent launch (the kernel must execute
+            ``griddepcontrol.wait`` before it touches what the previous kernel in the stream
+            writes or reads). Falls back to a plain launch when the driver lacks cuLaunchKernelEx.
+    """
+    launch_ex = _launch_kernel_ex() if programmatic else None
+    if launch_ex is None:
+        kernel(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
+        return
+    cupy = require_gpu()
+    grid = tuple(grid) + (1,) * (3 - len(grid))
+    block = tuple(block) + (1,) * (3 - len(block))
+    attribute = _LaunchAttribute()
+    attribute.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+    attribute.value[0] = 1  # programmaticStreamSerializationAllowed (an int, little-endian)
+    config = _LaunchConfig(*grid, *block, shared_mem, cupy.cuda.get_current_stream().ptr,
+                           ctypes.pointer(attribute), 1)
+    holders = [_kernel_argument(a) for a in args]
+    params = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
+    function = getattr(kernel, "kernel", kernel)  # RawKernel -> its cupy.cuda.Function (CUfunction)
+    status = launch_ex(ctypes.byref(config), ctypes.c_void_p(function.ptr), params, None)
+    if status != 0:
+        raise RuntimeError(f"cuLaunchKernelEx failed with CUresult {status} (grid {grid}, block {block})")

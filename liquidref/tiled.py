@@ -2,7 +2,9 @@
 
 ``tiled_gemm`` runs the W4A8 GEMM the way the Hopper kernel does, on the same packed bytes and
 the same schedule (``liquidref.tiling``: the ``tiles x k_stages`` work units shared among
-G = ``config.cta_count(m, n, k)`` CTAs, classic split-K or persistent stream-K)::
+G = ``config.cta_count(m, n, k)`` CTAs). The Hopper kernel runs the classic grid (one CTA per
+tile and split-K part); the reference also runs the persistent stream-K schedule
+(``stream_k_ctas``), so a stream-K kernel can be checked against it::
 
     G CTAs, CTA c runs its segments (config.segments: units [c U / G, (c + 1) U / G)), each
     segment k stages [first, last) of one tile (row tile, token tile):

@@ -3,14 +3,30 @@
 A CTA computes a tile of ``rows_per_cta`` weight rows (output features) x ``tokens_per_cta``
 tokens of ``Y^T = W X^T``. Its ``compute_warpgroups`` warpgroups each own 64 of those rows (the
 wgmma m); ``tokens_per_cta`` is the wgmma n. The k loop runs over stages of ``k_per_stage``
-(a multiple of one 64-k packed block) through a ring of ``stages`` shared-memory buffers, and
-``split_k`` CTAs share one output tile, each summing a contiguous range of k stages into exact
-int32 partials.
+(a multiple of one 64-k packed block) through a ring of ``stages`` shared-memory buffers.
+
+The schedule: the work is ``tiles x k_stages`` units, numbered tile-major (tile t holds units
+t * k_stages .. (t + 1) * k_stages - 1; tiles are numbered row tile fastest,
+``tile = token_tile * row_tiles + row_tile``). CTA c of G takes the contiguous units
+``[c U / G, (c + 1) U / G)``, so its work is one or more *segments* (a k-stage range of one
+tile)::
+
+    units  |tile 0 .............|tile 1 .............|tile 2 .............|
+    G = 3  |CTA 0 ........|CTA 1 ........|CTA 2 .....................|      (stream-K)
+    G = 6  |CTA 0  |CTA 1 |CTA 2  |CTA 3 |CTA 4  |CTA 5 |                   (split-K 2)
+
+``split_k = s`` is the classic grid, G = tiles * s (each tile's k stages in s even parts);
+``stream_k_ctas = G`` is the persistent stream-K grid, G CTAs (usually one per SM) sharing all
+units evenly, so no SM idles when the tiles do not divide among the SMs. A segment that covers
+its whole tile is stored directly; the others add exact int32 partials into a workspace and
+count their stages on the tile's counter; the segment that completes the count runs the
+epilogue. Integer addition is exact and commutative, so every schedule gives the same bits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +42,22 @@ BARRIER_REGION_BYTES = 256
 DEFAULT_NUM_SMS = 132  # H100 SXM and H200
 
 
+class Segment(NamedTuple):
+    """A CTA's work on one tile: k stages [first_stage, last_stage) of tile ``tile``."""
+
+    tile: int
+    row_tile: int
+    token_tile: int
+    first_stage: int
+    last_stage: int
+    k_stages: int  # the tile's k stages in all
+
+    @property
+    def whole(self) -> bool:
+        """True when the segment is the tile's whole k range (stored without partials)."""
+        return self.first_stage == 0 and self.last_stage == self.k_stages
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """One tile configuration of the W4A8 kernel (see the module docstring)."""
@@ -35,6 +67,7 @@ class TileConfig:
     k_per_stage: int = 128
     stages: int = 4
     split_k: int = 1
+    stream_k_ctas: int = 0
 
     def __post_init__(self) -> None:
         if self.compute_warpgroups not in (1, 2):
@@ -49,6 +82,13 @@ class TileConfig:
             raise ValueError(f"stages must be 2..16; got {self.stages}")
         if self.split_k < 1:
             raise ValueError(f"split_k must be >= 1; got {self.split_k}")
+        if self.stream_k_ctas < 0:
+            raise ValueError(f"stream_k_ctas must be >= 0 (0: no stream-K); got {self.stream_k_ctas}")
+        if self.stream_k_ctas and self.split_k != 1:
+            raise ValueError(
+                f"split_k = {self.split_k} and stream_k_ctas = {self.stream_k_ctas}: choose one "
+                "schedule (stream-K needs split_k = 1)"
+            )
         if self.shared_memory_bytes > SHARED_MEMORY_LIMIT:
             raise ValueError(
                 f"{self} needs {self.shared_memory_bytes} bytes of shared memory, more than "
@@ -81,16 +121,57 @@ class TileConfig:
         return BARRIER_REGION_BYTES + self.stages * (self.weight_stage_bytes + self.activation_stage_bytes)
 
     def grid(self, m: int, n: int) -> tuple[int, int, int]:
-        """CTAs along (weight rows, tokens, split-K) for an [M, K] x [N, K] problem."""
+        """Tiles along (weight rows, tokens) and ``split_k``, for an [M, K] x [N, K] problem.
+
+        The classic grid has the product of these CTAs; see ``cta_count`` for every schedule.
+        """
         return (
             -(-n // self.rows_per_cta),
             -(-m // self.tokens_per_cta),
             self.split_k,
         )
 
+    def k_stages(self, k: int) -> int:
+        """k stages of one tile (the kernel needs K % k_per_stage == 0; the reference pads)."""
+        return -(-k // self.k_per_stage)
+
+    def work_units(self, m: int, n: int, k: int) -> int:
+        """U = tiles x k stages, the units the schedule shares among the CTAs."""
+        row_tiles, token_tiles, _ = self.grid(m, n)
+        return row_tiles * token_tiles * self.k_stages(k)
+
+    def cta_count(self, m: int, n: int, k: int) -> int:
+        """G, the CTAs the kernel launches (a 1-D grid): tiles x split_k, or for stream-K
+        ``stream_k_ctas`` (never more than the units)."""
+        row_tiles, token_tiles, _ = self.grid(m, n)
+        if self.stream_k_ctas:
+            return max(1, min(self.stream_k_ctas, self.work_units(m, n, k)))
+        return row_tiles * token_tiles * self.split_k
+
+    def unit_range(self, cta: int, m: int, n: int, k: int) -> tuple[int, int]:
+        """The [first, last) units of CTA ``cta``: [c U / G, (c + 1) U / G)."""
+        units, ctas = self.work_units(m, n, k), self.cta_count(m, n, k)
+        if not 0 <= cta < ctas:
+            raise ValueError(f"cta must be in [0, {ctas}); got {cta}")
+        return cta * units // ctas, (cta + 1) * units // ctas
+
+    def segments(self, cta: int, m: int, n: int, k: int) -> list[Segment]:
+        """CTA ``cta``'s work, in the order it runs it: one ``Segment`` per tile it touches."""
+        row_tiles = self.grid(m, n)[0]
+        k_stages = self.k_stages(k)
+        first, last = self.unit_range(cta, m, n, k)
+        out = []
+        unit = first
+        while unit < last:
+            tile, stage = divmod(unit, k_stages)
+            end = min(last, (tile + 1) * k_stages)
+            out.append(Segment(tile, tile % row_tiles, tile // row_tiles, stage, stage + end - unit, k_stages))
+            unit = end
+        return out
+
     def k_stage_range(self, split: int, k: int) -> tuple[int, int]:
-        """The [first, last) k stages that split ``split`` of ``split_k`` sums."""
-        total = -(-k // self.k_per_stage)
+        """The [first, last) k stages that split ``split`` of ``split_k`` sums (classic grid)."""
+        total = self.k_stages(k)
         return split * total // self.split_k, (split + 1) * total // self.split_k
 
 
@@ -99,7 +180,9 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
 
     Decode (small M) takes the smallest wgmma n that covers M, so no token is padded beyond the
     next valid n; when there are fewer CTA tiles than SMs, split-K spreads K over more CTAs
-    (each keeping enough stages of work). M = 0 gets the configuration of M = 1.
+    (each keeping enough stages of work). The classic grid throughout (``stream_k_ctas`` = 0):
+    the Hopper kernel built with the stream-K schedule measured slower (docs/performance.md).
+    M = 0 gets the configuration of M = 1.
     """
     for name, value, low in (("m", m, 0), ("n", n, 1), ("k", k, 1), ("num_sms", num_sms, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -131,7 +214,7 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
     base = TileConfig(2, tokens, k_per_stage, stages, 1)
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles
-    k_stages = -(-k // k_per_stage)
+    k_stages = base.k_stages(k)
     # Split-K when the tiles leave SMs idle, while each split keeps enough stages: its int32
     # partials cost atomics that grow with the tile's tokens (4 stages suffice for n <= 16;
     # wider tiles split only when fewer than half the SMs have a tile, into >= 16 stages).

@@ -51,6 +51,11 @@ template <bool TILED>
 __global__ void __launch_bounds__(QUANT_MAX_THREADS) quantize_act_kernel(
     const uint4* __restrict__ x, uint4* __restrict__ x_out, float* __restrict__ s_x,
     int* __restrict__ bad_row, int m, int k, int rows_out) {
+#if __CUDA_ARCH__ >= 900
+    // A GEMM launched after this grid with programmatic dependent launch may start now and stream
+    // its weights; it waits (griddepcontrol.wait) for this grid to finish before it reads x_out.
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
     const int row = blockIdx.x;
     const int chunks = k / CHUNK_K;
     const int chunk_begin = static_cast<int>(static_cast<i64>(blockIdx.y) * chunks / gridDim.y);

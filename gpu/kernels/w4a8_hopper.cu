@@ -82,6 +82,11 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
       : "memory");
 }
 
+// Programmatic dependent launch (the GEMM launched while the activation quantizer still runs):
+// wait until the grids this one depends on have finished and their writes are visible. A no-op
+// when the kernel was launched without the attribute.
+__device__ __forceinline__ void wait_for_producer_grid() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
@@ -242,17 +247,20 @@ struct Tile {
 
 // The load warp: for each stage, wait until its slot is free, expect its bytes on full[s] and
 // issue the bulk copies (lanes 0..BLOCKS-1: one row block's codes and metadata each; every lane:
-// some 8-token groups of activations).
+// some 8-token groups of activations). With `weight_prefetch` = P > 0 (a launch right after the
+// activation quantizer, with programmatic dependent launch) the weights of the first P stages are
+// requested before waiting for the quantizer's grid, so they stream while it finishes. P stays
+// small: one SM's copies complete roughly in issue order, and activations queued behind many
+// stages of weights would hold up the first wgmma.
 template <int BLOCKS, int BN, int KS, int STAGES>
 __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& t, unsigned lane,
                                             const unsigned char* codes, const unsigned char* meta,
-                                            const signed char* x_tiled, int K) {
+                                            const signed char* x_tiled, int K, int weight_prefetch) {
   using C = Config<BLOCKS, BN, KS, STAGES>;
   const unsigned stage_bytes =
       t.active_blocks * C::BPS * (BLOCK_BYTES + META_BYTES_PER_BLOCK) + t.loaded_groups * KS * 8;
-  for (int it = 0; it < t.n_stages; ++it) {
+  auto copy_weights = [&](int it) {
     const int s = it % STAGES;
-    if (it >= STAGES) mbarrier_wait(t.empty_bar + 8 * s, ((it / STAGES) - 1) & 1);
     if (lane == 0) mbarrier_arrive_expect_tx(t.full_bar + 8 * s, stage_bytes);
     __syncwarp();
     const int k_block = (t.first_stage + it) * C::BPS;
@@ -262,10 +270,23 @@ __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& 
       bulk_copy(t.meta_at(s, lane), meta + block * META_BYTES_PER_BLOCK, C::BPS * META_BYTES_PER_BLOCK,
                 t.full_bar + 8 * s);
     }
+  };
+  auto copy_activations = [&](int it) {
+    const int s = it % STAGES;
     for (int g = lane; g < t.loaded_groups; g += 32) {
       const size_t chunk = static_cast<size_t>(t.first_group + g) * (K / 16) + (t.first_stage + it) * (KS / 16);
       bulk_copy(t.x_at(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, t.full_bar + 8 * s);
     }
+  };
+  const int prefetch = min(t.n_stages, min(weight_prefetch, STAGES));
+  for (int it = 0; it < prefetch; ++it) copy_weights(it);
+  wait_for_producer_grid();
+  for (int it = 0; it < t.n_stages; ++it) {
+    if (it >= prefetch) {
+      if (it >= STAGES) mbarrier_wait(t.empty_bar + 8 * (it % STAGES), ((it / STAGES) - 1) & 1);
+      copy_weights(it);
+    }
+    copy_activations(it);
   }
 }
 
@@ -331,12 +352,14 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
 
 // grid = (ceil(N / (64 CWG)), ceil(M / BN), split_k); block = (CWG + 1) * 128 threads;
 // dynamic shared memory = Config::SHARED_BYTES. K % KS == 0 and N % 64 == 0 (checked in Python).
+// weight_prefetch: 0, or the stages of weights to request before waiting for the producer grid
+// (programmatic dependent launch; see load_stages).
 template <int CWG, int BN, int KS, int STAGES>
 __global__ void __launch_bounds__((CWG + 1) * 128, 1)
     w4a8_hopper(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ meta,
                 const float* __restrict__ s1, const signed char* __restrict__ x_tiled,
                 const float* __restrict__ s_x, __half* __restrict__ y, int* __restrict__ workspace,
-                int* __restrict__ tile_counters, int M, int N, int K, int split_k) {
+                int* __restrict__ tile_counters, int M, int N, int K, int split_k, int weight_prefetch) {
   using C = Config<CWG, BN, KS, STAGES>;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int is_last_split;
@@ -357,12 +380,13 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   if (warpgroup == 0) {
     // ---------------- load warpgroup: one warp issues the bulk copies ----------------
     if constexpr (CWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(LOAD_WARPGROUP_REGISTERS));
-    if (thread < 32) load_stages(t, thread, codes, meta, x_tiled, K);
+    if (thread < 32) load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
     return;
   }
 
   // ---------------- compute warpgroups ----------------
   if constexpr (CWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(COMPUTE_WARPGROUP_REGISTERS));
+  wait_for_producer_grid();  // s_x and the output are touched only after the producer grid
   const int cw = warpgroup - 1;
   if (cw >= t.active_blocks) return;
 
@@ -447,7 +471,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
     w4a8_hopper_excp(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ meta,
                      const float* __restrict__ s1, const signed char* __restrict__ x_tiled,
                      const float* __restrict__ s_x, __half* __restrict__ y, int* __restrict__ workspace,
-                     int* __restrict__ tile_counters, int M, int N, int K, int split_k) {
+                     int* __restrict__ tile_counters, int M, int N, int K, int split_k, int weight_prefetch) {
   using C = Config<2, BN, KS, STAGES>;
   static_assert(BN <= 128, "one MMA warpgroup holds both row blocks' accumulators");
   static_assert(2 * (STAGES + EXCP_A_SLOTS) * 8 <= BARRIER_REGION_BYTES, "barriers fit their region");
@@ -476,7 +500,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
   __syncthreads();
 
   if (warpgroup == 0) {  // ---------------- load warpgroup: as in w4a8_hopper ----------------
-    if (thread < 32) load_stages(t, thread, codes, meta, x_tiled, K);
+    if (thread < 32) load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
     return;
   }
 
@@ -500,6 +524,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
   }
 
   // ---------------- MMA warpgroup ----------------
+  wait_for_producer_grid();
   int acc[2][BN / 2];
 #pragma unroll
   for (int rb = 0; rb < 2; ++rb)
@@ -557,20 +582,41 @@ __global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, 
   out[1] = r1;
 }
 
-// Representative configurations for the CPU-side compile and SASS checks.
-template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 128, 8>(
+// The configurations choose_tile_config launches for K % 256 == 0 (n = 8, 16, 32 at decode, 64,
+// 32 and 128 at mid M, 192 at prefill; tests/gpu/test_compile.py checks the list against it), two
+// odd ones, and the ExCP ablation at decode, mid M and prefill, for the CPU-side compile, SASS
+// and ptxas checks.
+template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 256, 8>(
     const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 128, 6>(
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 16, 256, 8>(
     const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int);
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 32, 256, 8>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 256, 6>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 128, 256, 4>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 192, 256, 3>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int, int);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 256, 128, 5>(
     const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 4>(
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper<1, 24, 64, 3>(
     const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper_excp<128, 128, 3>(
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8>(
     const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int);
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<64, 256, 4>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int, int);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<128, 256, 3>(
+    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
+    int*, int*, int, int, int, int, int);
 #endif

@@ -224,6 +224,32 @@ def test_no_local_memory_or_spills(source, arch, build_dir):
         print(f"{source} {arch} {function}: {info.get('registers')} registers")
 
 
+def test_hopper_wgmmas_are_never_serialized(build_dir):
+    """ptxas serializes wgmma.mma_async (each waits for the one before: no overlap of dequant and
+    tensor core) when it runs out of registers or must fence accumulators in a divergent path,
+    and says so only as an info line ("Potential Performance Loss", C7510..C7520). A kernel
+    restructure (stream-K) once cost 25-35% this way on an H200; no instantiation may have it."""
+    log, _ = compile_sass("w4a8_hopper.cu", "sm_90a", build_dir)
+    assert "w4a8_hopper" in log
+    losses = [line for line in log.splitlines() if "Potential Performance Loss" in line]
+    assert not losses, "\n".join(losses)
+
+
+def test_hopper_checks_cover_the_chosen_configurations():
+    """The SASS-check instantiations of w4a8_hopper.cu include every (n, k per stage, stages)
+    choose_tile_config launches for K % 256 == 0 (the checks above then cover them)."""
+    from gpu import hopper
+    from liquidref.tiling import choose_tile_config
+
+    text = (runtime.KERNELS_DIR / "w4a8_hopper.cu").read_text()
+    checked = set(re.findall(r"w4a8_hopper(?:_excp)?<([0-9, ]+)>\(", text))
+    for m in (1, 9, 16, 17, 32, 33, 64, 65, 128, 129, 2047, 2048, 4096):
+        for n, k in ((4096, 4096), (8192, 8192), (57344, 8192), (8192, 28672)):
+            config = choose_tile_config(m, n, k)
+            fields = (config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages)
+            assert ", ".join(map(str, fields)) in checked, f"M={m} N={n} K={k}: {hopper.kernel_name(config)}"
+
+
 @pytest.mark.parametrize("arch", runtime.source_archs("w4a8_mma_sync.cu"))
 def test_mma_sync_dequant_instruction_count(arch, build_dir, record_property):
     """The in-register dequant costs at most 8 integer instructions per 8 weights (paper: 7,

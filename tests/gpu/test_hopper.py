@@ -1,5 +1,6 @@
 """The Hopper kernel (gpu/kernels/w4a8_hopper.cu) is bit-exact with liquidref on every tile
-configuration, split-K included, and through the public API.
+configuration, split-K included, and through the public API (which launches it with
+programmatic dependent launch right after the activation quantizer).
 
 Runs on an sm_90 GPU only (the other tests of this module skip with the reason elsewhere). The
 drawn cases and the byte-for-byte check are those of ``test_mma_sync.py``; here Hypothesis also
@@ -128,17 +129,24 @@ def test_linear_through_the_api(hopper_gpu, poisoned, case):
 
 
 def test_split_k_workspace_is_left_zero(hopper_gpu):
-    """Split-K's last CTA clears the partial sums and counters: back-to-back calls stay exact."""
+    """Split-K's last CTA clears the partial sums and counters: back-to-back calls stay exact
+    (the chooser's split at decode, and split-K 3 at M = 64)."""
     rng = np.random.default_rng(7)
     W = rng.standard_normal((256, 2048)).astype(np.float16)
     w = liquidref.quantize_weight(W)
     dw = api.upload(w)
-    for m in (1, 5, 16):
+    for m in (1, 5, 16, 64):
         X = rng.standard_normal((m, 2048)).astype(np.float16)
         want = liquidref.w4a8_linear(X, w).view(np.uint16)
+        assert m == 64 or liquidref.choose_tile_config(m, 256, 2048).split_k > 1
         for _ in range(3):
             got = api.linear(hopper_gpu.asarray(X), dw, backend="hopper")
             assert np.array_equal(hopper_gpu.asnumpy(got).view(np.uint16), want)
+        x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X))
+        out = hopper_gpu.empty((m, 256), hopper_gpu.float16)
+        for _ in range(2):
+            hopper.run(x_tiled, s_x, m, dw, out, TileConfig(2, 16 if m <= 16 else 64, 256, 3, 3))
+            assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), want)
     for name in ("workspace", "counters"):
         buf = hopper._scratch[hopper_gpu.cuda.Device().id][name]
         assert int(hopper_gpu.count_nonzero(buf)) == 0
@@ -166,16 +174,41 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 4))
     with pytest.raises(ValueError, match="variant"):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), variant="nope")
+    with pytest.raises(ValueError, match="stream_k_ctas must be 0"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, stream_k_ctas=3))
+    with pytest.raises(ValueError, match="weight_prefetch"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), weight_prefetch=-1)
 
 
 @pytest.mark.parametrize("variant", ["hopper", "hopper_excp"])
-def test_sanitizer_case(hopper_gpu, variant):
-    """One small split-K GEMM with a partial token group, for compute-sanitizer (see above)."""
+@pytest.mark.parametrize("programmatic", [False, True], ids=["plain", "programmatic"])
+def test_sanitizer_case(hopper_gpu, variant, programmatic):
+    """A small split-K GEMM with a partial token group and a half row tile (N = 192), launched
+    plainly and right after the quantizer with programmatic dependent launch (prefetching two
+    stages of weights), for compute-sanitizer (see above)."""
+    config = TileConfig(2, 16, 128, 3, 2)
     rng = np.random.default_rng(11)
     W = rng.standard_normal((192, 512)).astype(np.float16)
     X = rng.standard_normal((13, 512)).astype(np.float16)
     w = liquidref.quantize_weight(W)
-    x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X))
+    dw = api.upload(w)
     out = hopper_gpu.empty((13, 192), hopper_gpu.float16)
-    hopper.run(x_tiled, s_x, 13, api.upload(w), out, TileConfig(2, 16, 128, 3, 2), variant)
+    x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X), check_finite=False)
+    hopper.run(x_tiled, s_x, 13, dw, out, config, variant, programmatic=programmatic,
+               weight_prefetch=2 if programmatic else 0)
     assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
+
+
+def test_programmatic_launch_waits_for_the_quantizer(hopper_gpu):
+    """Back-to-back linear calls on changing activations (each GEMM launched while its quantizer
+    may still run) read each call's own activations: a GEMM that did not wait would read stale
+    or half-written x_tiled and s_x."""
+    rng = np.random.default_rng(12)
+    W = rng.standard_normal((1024, 4096)).astype(np.float16)
+    w = liquidref.quantize_weight(W)
+    dw = api.upload(w)
+    assert api.resolve_backend("hopper").programmatic
+    xs = [rng.standard_normal((m, 4096)).astype(np.float16) * (1 + i) for i, m in enumerate((1, 16, 64, 1, 33))]
+    outs = [api.linear(hopper_gpu.asarray(X), dw, backend="hopper", check_finite=False) for X in xs]
+    for X, got in zip(xs, outs):
+        assert np.array_equal(hopper_gpu.asnumpy(got).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))

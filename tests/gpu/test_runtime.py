@@ -3,6 +3,7 @@ compile_module and device_array on a GPU."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
@@ -219,3 +220,52 @@ def test_device_array_shares_torch_memory(torch_cuda):
         runtime.device_array("X", t.float(), np.float16)
     with pytest.raises(ValueError, match="C-contiguous"):
         runtime.device_array("X", t.t(), np.float16)
+
+
+# --- programmatic dependent launch: the ctypes mirror of cuda.h (CPU, with nvcc) -------------
+
+
+def test_launch_structures_match_cuda_h(tmp_path):
+    """The ctypes CUlaunchConfig / CUlaunchAttribute and the attribute id agree with cuda.h:
+    a host program compiled against the toolkit's header prints their sizes and offsets."""
+    import ctypes
+    import subprocess
+
+    nvcc = shutil.which("nvcc") or next(
+        (p for p in ("/usr/local/cuda/bin/nvcc",) if os.access(p, os.X_OK)), None
+    )
+    if nvcc is None:
+        pytest.skip("nvcc is not installed (CUDA toolkit): cuda.h is not there to compare with")
+    program = tmp_path / "layout.cpp"
+    program.write_text(
+        "#include <cuda.h>\n#include <cstddef>\n#include <cstdio>\n"
+        "int main() { printf(\"%zu %zu %zu %zu %zu %zu %d\\n\", sizeof(CUlaunchConfig),"
+        " sizeof(CUlaunchAttribute), offsetof(CUlaunchConfig, sharedMemBytes),"
+        " offsetof(CUlaunchConfig, hStream), offsetof(CUlaunchConfig, attrs),"
+        " offsetof(CUlaunchConfig, numAttrs),"
+        " (int)CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION); }\n"
+    )
+    subprocess.run([nvcc, "-x", "c++", str(program), "-o", str(tmp_path / "layout")], check=True)
+    printed = subprocess.run([str(tmp_path / "layout")], check=True, capture_output=True, text=True).stdout
+    config, attribute = runtime._LaunchConfig, runtime._LaunchAttribute
+    assert list(map(int, printed.split())) == [
+        ctypes.sizeof(config),
+        ctypes.sizeof(attribute),
+        config.sharedMemBytes.offset,
+        config.hStream.offset,
+        config.attrs.offset,
+        config.numAttrs.offset,
+        runtime.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+    ]
+
+
+@pytest.mark.parametrize("bad", [3, 2.5, "x", np.int64(1)])
+def test_kernel_arguments_must_be_typed(bad):
+    with pytest.raises(TypeError, match="np.int32"):
+        runtime._kernel_argument(bad)
+
+
+def test_kernel_argument_values():
+    assert runtime._kernel_argument(np.int32(-5)).value == -5
+    assert runtime._kernel_argument(np.uint32(7)).value == 7
+    assert runtime._kernel_argument(np.float32(0.5)).value == 0.5

@@ -353,6 +353,6 @@ def test_demo_section_agrees_and_writes_figures(tmp_path):
     text = "\n".join(lines)
     assert "equal to the oracle's: True" in text
     assert "M = 150 for W4A8" in text and "M = 300 for W8A8" in text
-    assert "128 CTAs, stream-K, over 32 x 1 tiles x 16 k stages of 256" in text
+    assert "128 CTAs, split-K 4, over 32 x 1 tiles x 16 k stages of 256" in text
     for name in ("tiled_timeline.png", "tiled_knee.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")

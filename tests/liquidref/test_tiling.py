@@ -11,7 +11,6 @@ from liquidref.tiling import (
     BARRIER_REGION_BYTES,
     DEFAULT_NUM_SMS,
     SHARED_MEMORY_LIMIT,
-    STREAM_K_MIN_STAGES,
     WGMMA_S8_N,
     Segment,
     TileConfig,
@@ -189,43 +188,28 @@ def test_choose_tile_config_is_always_valid(m, n_blocks, k_blocks, num_sms):
     assert c.tokens_per_cta in WGMMA_S8_N
     assert k % c.k_per_stage == 0  # the kernel runs whole stages
     assert c.shared_memory_bytes <= SHARED_MEMORY_LIMIT
+    assert c.stream_k_ctas == 0  # the Hopper kernel runs the classic grid
     rows, tokens, splits = c.grid(m, n)
     tiles, k_stages = rows * tokens, c.k_stages(k)
-    units = c.work_units(m, n, k)
-    if m <= 64:
-        # Decode: the smallest wgmma n of 8, 16, 32, 64 that covers M; stream-K over at most
-        # one CTA per SM, each with at least STREAM_K_MIN_STAGES units when there are that many.
-        assert c.tokens_per_cta == next(t for t in (8, 16, 32, 64) if t >= max(m, 1))
-        assert splits == 1
-        assert c.stream_k_ctas == max(1, min(num_sms, units // STREAM_K_MIN_STAGES))
-        ctas = c.cta_count(m, n, k)
-        assert ctas <= num_sms
-        if units >= STREAM_K_MIN_STAGES:
-            assert units // ctas >= STREAM_K_MIN_STAGES
-        if units >= STREAM_K_MIN_STAGES * num_sms:
-            assert ctas == num_sms  # every SM busy
-    else:
-        # Mid M and prefill: the classic grid, split-K only when most SMs would idle, each
-        # split >= 16 stages, and never more CTAs than SMs.
-        assert c.stream_k_ctas == 0
-        if splits > 1:
+    if m <= 32:  # decode is never padded past the next of 8, 16, 32 tokens
+        assert c.tokens_per_cta == next(t for t in (8, 16, 32) if t >= max(m, 1))
+    if splits > 1:
+        # split-K only while tiles leave SMs idle, never more CTAs than SMs, each split with
+        # >= 4 stages (n <= 16) or >= 16 stages (wider tiles, whose partials cost more)
+        assert tiles * splits <= num_sms
+        assert k_stages // splits >= (4 if c.tokens_per_cta <= 16 else 16)
+        if c.tokens_per_cta > 16:
             assert tiles < num_sms // 2
-            assert tiles * splits <= num_sms
-            assert k_stages // splits >= 16
-        if tiles < num_sms // 2 and k_stages >= 32 and 2 * tiles <= num_sms:
-            assert splits > 1
 
 
-def test_decode_uses_stream_k_and_small_n():
+def test_decode_uses_split_k_and_small_n():
     c = choose_tile_config(1, 4096, 4096)
-    # 32 row tiles x 16 stages of 256 = 512 units: 128 CTAs of exactly 4 stages.
-    assert (c.tokens_per_cta, c.k_per_stage, c.split_k, c.stream_k_ctas) == (8, 256, 1, 128)
-    assert c.cta_count(1, 4096, 4096) == 512 // STREAM_K_MIN_STAGES
-    big = choose_tile_config(16, 8192, 8192)  # 64 x 32 = 2048 units: one CTA per SM
-    assert (big.tokens_per_cta, big.stream_k_ctas) == (16, DEFAULT_NUM_SMS)
-    assert choose_tile_config(64, 4096, 4096).tokens_per_cta == 64
+    # 32 row tiles x 16 stages of 256: split in 4, 128 CTAs of 4 stages each.
+    assert (c.tokens_per_cta, c.k_per_stage, c.split_k, c.stream_k_ctas) == (8, 256, 4, 0)
+    assert c.cta_count(1, 4096, 4096) == 128
     assert choose_tile_config(0, 4096, 4096) == choose_tile_config(1, 4096, 4096)
-    assert choose_tile_config(65, 4096, 4096).stream_k_ctas == 0
+    assert choose_tile_config(16, 57344, 8192).split_k == 1  # 448 tiles: every SM busy already
+    assert choose_tile_config(64, 4096, 4096).tokens_per_cta == 32  # n = 64 would leave SMs idle
     assert choose_tile_config(4096, 4096, 4096).tokens_per_cta == 192
     assert choose_tile_config(4096, 4096, 4096).k_per_stage == 256
 

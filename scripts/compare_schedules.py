@@ -1,0 +1,73 @@
+"""Time launch and tile-configuration variants of the Hopper kernel side by side, in one run.
+
+Registers extra backends of ``gpu.api`` that run the same kernel with another launch or tile
+configuration, then hands its arguments to ``liquidref bench`` (so the variants, the default
+``hopper`` backend and the peers are timed in the same process, the same way)::
+
+    python scripts/compare_schedules.py --shapes llama2-70b --m 1,16,64 \
+        --backends hopper,hopper_no_pdl,hopper_pf0,hopper_pf4,cublas_bf16 --out liquidref-out/compare
+
+Variants:
+    hopper_no_pdl    launched plainly after the quantizer (no programmatic dependent launch)
+    hopper_pf<P>     programmatic launch requesting P stages of weights before waiting for the
+                     quantizer (the default is gpu.hopper.PROGRAMMATIC_WEIGHT_PREFETCH)
+    hopper_split<S>  the chosen configuration with split-K S (where K has enough stages)
+    hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
+                     older kernel source with the launch signature of commit 25915e3: no
+                     weight_prefetch argument), launched plainly with the chooser's config
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+
+import numpy as np
+
+from gpu import api, bench, hopper, runtime
+from liquidref.tiling import choose_tile_config
+
+
+def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split_k: int | None = None):
+    def run(x_tiled, s_x, m, dw, out, programmatic=False):
+        config = choose_tile_config(m, dw.n, dw.k)
+        if split_k is not None and dw.k // config.k_per_stage >= split_k:
+            config = dataclasses.replace(config, split_k=split_k)
+        hopper.run(x_tiled, s_x, m, dw, out, config, "hopper", programmatic=programmatic and allow_programmatic,
+                   weight_prefetch=weight_prefetch if programmatic and allow_programmatic else None)
+
+    return run
+
+
+def _previous_kernel_run(x_tiled, s_x, m, dw, out, programmatic=False, source="w4a8_hopper_prev.cu"):
+    config = choose_tile_config(m, dw.n, dw.k)
+    name = hopper.kernel_name(config)
+    kernel = runtime.compile_module(source, name_expressions=(name,)).get_function(name)
+    kernel.max_dynamic_shared_size_bytes = config.shared_memory_bytes
+    grid = config.grid(m, dw.n)
+    if config.split_k > 1:
+        workspace = hopper._zeroed("workspace", m * dw.n)
+        counters = hopper._zeroed("counters", grid[0] * grid[1])
+    else:
+        workspace = counters = hopper._zeroed("unused", 1)
+    kernel(grid, (384,), (dw.codes, dw.meta, dw.s1, x_tiled, s_x, out, workspace, counters, np.int32(m),
+                          np.int32(dw.n), np.int32(dw.k), np.int32(config.split_k)),
+           shared_mem=config.shared_memory_bytes)
+
+
+def register() -> None:
+    api.register_backend("hopper_no_pdl", _variant(False), hopper.is_available)
+    for stages in (0, 1, 4, 8):
+        api.register_backend(f"hopper_pf{stages}", _variant(True, stages), hopper.is_available, programmatic=True)
+    for split in (2, 3, 4):
+        api.register_backend(f"hopper_split{split}", _variant(True, split_k=split), hopper.is_available,
+                             programmatic=True)
+    if os.path.exists(runtime.KERNELS_DIR / "w4a8_hopper_prev.cu"):
+        api.register_backend("hopper_prev", functools.partial(_previous_kernel_run), hopper.is_available)
+
+
+if __name__ == "__main__":
+    register()
+    sys.exit(bench.main(sys.argv[1:]))
