@@ -12,6 +12,8 @@ Variants:
     hopper_pf<P>     programmatic launch requesting P stages of weights before waiting for the
                      quantizer (the default is gpu.hopper.PROGRAMMATIC_WEIGHT_PREFETCH)
     hopper_split<S>  the chosen configuration with split-K S (where K has enough stages)
+    quantize_only    the activation quantizer alone (its GEMM is skipped, so its check fails):
+                     what the quantizer costs inside an end-to-end call
     hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
                      older kernel source with the launch signature of commit 25915e3: no
                      weight_prefetch argument), launched plainly with the chooser's config
@@ -64,6 +66,7 @@ def register() -> None:
     for split in (2, 3, 4):
         api.register_backend(f"hopper_split{split}", _variant(True, split_k=split), hopper.is_available,
                              programmatic=True)
+    api.register_backend("quantize_only", lambda *args, **kwargs: None, hopper.is_available, programmatic=True)
     if os.path.exists(runtime.KERNELS_DIR / "w4a8_hopper_prev.cu"):
         api.register_backend("hopper_prev", functools.partial(_previous_kernel_run), hopper.is_available)
 
