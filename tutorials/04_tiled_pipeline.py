@@ -311,6 +311,74 @@ print("with the nibbles swapped, outputs that differ:",
       np.count_nonzero(y_swapped.view(np.uint16) != y_oracle.view(np.uint16)), "of", y_oracle.size)
 
 # %% [markdown]
+# ## Split-K and stream-K: one schedule, two grids
+#
+# `TileConfig` writes the schedule down once. The work is `tiles x k_stages` *units*, numbered
+# tile after tile; CTA c of the G that `cta_count` launches takes units `[c U / G, (c + 1) U / G)`,
+# which `segments` cuts at tile boundaries. `split_k = s` is the classic grid (G = tiles x s, one
+# slice of one tile per CTA); `stream_k_ctas = G` is the persistent stream-K grid, G CTAs (one
+# per SM) sharing all units evenly, so a CTA may finish one tile and go on with the next. A
+# segment short of its whole tile adds an exact int32 partial; the one that completes the tile's
+# stage count runs the epilogue: the same bits, whatever the grid.
+# Here are 5 tiles of 8 stages, on a pretend GPU of 3 SMs:
+
+# %%
+M, N, K = 1, 640, 2048  # 640 rows = 5 tiles of 128; K = 8 stages of 256
+schedules = {
+    "split-K 2": TileConfig(2, 8, 256, 4, split_k=2),
+    "stream-K, 3 CTAs": TileConfig(2, 8, 256, 4, stream_k_ctas=3),
+}
+for name, cfg in schedules.items():
+    print(f"{name}: {cfg.work_units(M, N, K)} units on {cfg.cta_count(M, N, K)} CTAs")
+for cta in range(schedules["stream-K, 3 CTAs"].cta_count(M, N, K)):
+    parts = [f"tile {seg.tile} stages [{seg.first_stage}, {seg.last_stage})"
+             + ("" if seg.whole else " partial")
+             for seg in schedules["stream-K, 3 CTAs"].segments(cta, M, N, K)]
+    print(f"  stream-K CTA {cta}: " + ", ".join(parts))
+
+row_tiles, k_stages = schedules["split-K 2"].grid(M, N)[0], schedules["split-K 2"].k_stages(K)
+colors = plt.get_cmap("tab10")
+fig, ax = plt.subplots(figsize=(9, 2.0))
+for y, (name, cfg) in enumerate(reversed(schedules.items())):
+    for cta in range(cfg.cta_count(M, N, K)):
+        for seg in cfg.segments(cta, M, N, K):
+            start = seg.tile * seg.k_stages + seg.first_stage  # the segment's first unit
+            length = seg.last_stage - seg.first_stage
+            ax.broken_barh([(start, length)], (y - 0.35, 0.7), facecolors=colors(cta % 10),
+                           edgecolor="white")
+            ax.text(start + length / 2, y, str(cta), ha="center", va="center", fontsize=8)
+for tile in range(row_tiles + 1):
+    ax.axvline(tile * k_stages, color="black", lw=1.5)
+ax.set_xlim(0, row_tiles * k_stages)
+ax.set_xticks([(tile + 0.5) * k_stages for tile in range(row_tiles)],
+              [f"tile {tile}" for tile in range(row_tiles)])
+ax.set_yticks(range(len(schedules)), list(schedules)[::-1])
+ax.set_xlabel(f"{row_tiles} tiles x {k_stages} k stages = {row_tiles * k_stages} units, "
+              "tile-major (black lines: tile boundaries)")
+ax.set_title(f"Which CTA runs each unit (M = {M}, N = {N}, K = {K}, 256-k stages)", fontsize=10)
+plt.show()
+
+# %% [markdown]
+# Split-K's 10 CTAs fill 3 SMs in four waves, the last with a single CTA; stream-K's 3 CTAs
+# take 13 or 14 units each, and CTA 1 runs pieces of three tiles. The tiled pipeline runs
+# either schedule, workspace and tile counters included, and lands on the oracle's bytes:
+
+# %%
+w = lr.quantize_weight((0.02 * rng.standard_t(df=5, size=(N, K))).astype(np.float32))
+x_i8, s_x = lr.quantize_activation(rng.standard_normal((M, K)).astype(np.float32))
+y_oracle = lr.gemm(x_i8, s_x, w)
+packed = lr.pack_weight(w)
+for name, cfg in schedules.items():
+    y_tiled = tiled_gemm(x_i8, s_x, packed, cfg)
+    assert np.array_equal(y_tiled.view(np.uint16), y_oracle.view(np.uint16))
+    print(f"{name}: tiled_gemm == liquidref.gemm, bit for bit")
+
+# %% [markdown]
+# The GPU kernel runs only the classic grid (`choose_tile_config` never picks stream-K, and
+# `gpu.hopper.run` refuses `stream_k_ctas`): a stream-K build of it ran slower on an H200, as the
+# tuning log on the [performance](../performance.md) page records.
+
+# %% [markdown]
 # ## Who is busy when: the implicit against the explicit pipeline
 #
 # The dataflow says *what* is computed; the schedule says *when*. A k stage has three kinds of
