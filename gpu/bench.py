@@ -827,19 +827,19 @@ def replace_docs_section(page_text: str, section: str) -> str:
 def render_docs(results_path: Path, page: Path = DOCS_PAGE) -> Path:
     """Write the results section of ``page`` from a results JSON; copy its plot beside the page.
 
-    The plot (``bench.png`` next to the JSON, if any) goes to ``<page dir>/img/bench.png``.
-    Returns the page's path.
+    The plot (the JSON's name with ``.png``, e.g. ``bench.png`` beside ``bench.json``, if there is
+    one) goes to ``<page dir>/img/<that name>``. Returns the page's path.
     """
     result = json.loads(Path(results_path).read_text())
     if result.get("schema") != SCHEMA_VERSION:
         raise ValueError(f"{results_path}: not a results file of schema {SCHEMA_VERSION}")
     plot_rel = None
-    plot = Path(results_path).with_name("bench.png")
+    plot = Path(results_path).with_suffix(".png")
     if plot.is_file():
-        target = Path(page).parent / "img" / "bench.png"
+        target = Path(page).parent / "img" / plot.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(plot.read_bytes())
-        plot_rel = "img/bench.png"
+        plot_rel = f"img/{plot.name}"
     text = Path(page).read_text()
     Path(page).write_text(replace_docs_section(text, render_markdown(result, plot_rel)))
     return Path(page)

@@ -507,21 +507,29 @@ def test_write_outputs_writes_json_text_and_plot(tmp_path):
 # --- the docs page -----------------------------------------------------------------------------
 
 
-RECORDED_RESULTS = bench.DOCS_PAGE.parent / "bench" / "bench.json"
 
 
-def test_docs_page_shows_exactly_the_recorded_run_and_no_invented_numbers():
-    """The page's results section is either the no-numbers notice or precisely what the renderer
-    makes of the committed results JSON (docs/bench/bench.json): no number typed by hand."""
-    text = bench.DOCS_PAGE.read_text()
+@pytest.mark.parametrize(
+    ("page", "results"),
+    [("performance.md", "bench.json"), ("performance-h100.md", "bench-h100.json")],
+)
+def test_docs_page_shows_exactly_the_recorded_run_and_no_invented_numbers(page, results):
+    """A page's results section is either the no-numbers notice or precisely what the renderer
+    makes of its committed results JSON (docs/bench/<results>) and figure (docs/img/<results
+    name>.png): no number typed by hand."""
+    docs = bench.DOCS_PAGE.parent
+    text = (docs / page).read_text()
     section = text[text.index(bench.DOCS_BEGIN) + len(bench.DOCS_BEGIN): text.index(bench.DOCS_END)]
-    if not RECORDED_RESULTS.is_file():
+    recorded = docs / "bench" / results
+    if not recorded.is_file():
         assert "No GPU numbers have been measured yet" in section
         assert not any(ch.isdigit() for ch in section.replace("gpu.bench", ""))
         return
-    result = json.loads(RECORDED_RESULTS.read_text())
+    result = json.loads(recorded.read_text())
     assert result["schema"] == bench.SCHEMA_VERSION
-    assert section.strip("\n") == bench.render_markdown(result, "img/bench.png").strip("\n")
+    figure = f"img/{Path(results).with_suffix('.png').name}"
+    assert (docs / figure).is_file()
+    assert section.strip("\n") == bench.render_markdown(result, figure).strip("\n")
     assert result["checks"] and all(c["ok"] and c["mismatches"] == 0 for c in result["checks"])
 
 
