@@ -5,8 +5,10 @@ Registers the ``"hopper"`` backend of ``gpu.api``. The tile configuration comes 
 caller passes one. The kernel runs the classic grid (row tiles x token tiles x split_k);
 ``TileConfig.stream_k_ctas`` (the persistent stream-K schedule the tiled reference models) is
 refused: a stream-K build of this kernel measured slower on an H200 (docs/performance.md).
-Split-K needs an int32 workspace [M, N] and one counter per output tile, both zero; the kernel
-leaves them zero again, so they are allocated once per device and grown on demand.
+Split-K needs an int32 workspace (one slice of partial sums per output tile and split:
+split_k x N x token tiles x tokens per CTA ints, written before it is read in every launch) and
+one counter per output tile (zero; the kernel leaves it zero again), so both are allocated once
+per device and grown on demand.
 
 ``run(..., programmatic=True)`` launches with programmatic dependent launch: the kernel starts
 while the activation quantizer before it still runs and streams its first weight stages, then
@@ -184,7 +186,7 @@ def run(
         raise ValueError(f"weight_prefetch must be an int >= 0; got {weight_prefetch!r}")
     grid = config.grid(m, n)
     if config.split_k > 1:
-        workspace = _zeroed("workspace", m * n)
+        workspace = _zeroed("workspace", config.split_k * n * grid[1] * config.tokens_per_cta)
         counters = _zeroed("counters", grid[0] * grid[1])
     else:
         workspace = counters = _zeroed("unused", 1)

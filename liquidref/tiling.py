@@ -178,9 +178,9 @@ class TileConfig:
 def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> TileConfig:
     """The configuration the GPU kernel launches for an M x N x K problem.
 
-    Decode (small M) takes the smallest wgmma n that covers M, so no token is padded beyond the
-    next valid n; when there are fewer CTA tiles than SMs, split-K spreads K over more CTAs
-    (each keeping enough stages of work). The classic grid throughout (``stream_k_ctas`` = 0):
+    Decode and mid M (M <= 128) take the smallest wgmma n of 8..64 that covers M, so no token is
+    padded beyond the next valid n; when there are fewer CTA tiles than SMs, split-K spreads K
+    over more CTAs (each keeping enough stages of work). The classic grid throughout (``stream_k_ctas`` = 0):
     the Hopper kernel built with the stream-K schedule measured slower (docs/performance.md).
     M = 0 gets the configuration of M = 1.
     """
@@ -189,15 +189,13 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
             raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
     m = max(int(m), 1)
     # Measured on an H200 (graph-timed sweeps, docs/performance.md): 256-k stages win on every
-    # shape (fewer barrier round trips per byte and per MAC); decode takes the smallest wgmma n
-    # that covers M; mid M takes n = 64 (n = 32 when that leaves most SMs idle); M >= 129 takes
-    # n = 128, and M >= 2048 n = 192 (1.1-1.25 POP/s at M = 4096 against 0.95 for cuBLAS int8).
-    if m <= 32:
-        tokens = next(t for t in (8, 16, 32) if t >= m)
+    # shape (fewer barrier round trips per byte and per MAC); up to M = 128 the smallest wgmma n
+    # of 8, 16, 32, 64 that covers M (one token tile up to M = 64); M >= 129 takes n = 128, and
+    # M >= 2048 n = 192 (1.1-1.25 POP/s at M = 4096 against 0.95 for cuBLAS int8).
+    if m <= 64:
+        tokens = next(t for t in (8, 16, 32, 64) if t >= m)
     elif m <= 128:
         tokens = 64
-        if -(-n // 128) * -(-m // 64) < num_sms // 2:
-            tokens = 32
     else:
         tokens = 128 if m < 2048 else 192
     if k % 256 == 0:
@@ -215,11 +213,12 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles
     k_stages = base.k_stages(k)
-    # Split-K when the tiles leave SMs idle, while each split keeps enough stages: its int32
-    # partials cost atomics that grow with the tile's tokens (4 stages suffice for n <= 16;
-    # wider tiles split only when fewer than half the SMs have a tile, into >= 16 stages).
+    # Split-K when the tiles leave SMs idle, each split keeping >= 4 stages. Up to M = 128 the
+    # splits' partial sums are cheap (plain stores of each split's registers, summed by the last
+    # one): 70B down at M = 64 76 -> 54 us with split 2. Wider tiles split only when fewer than
+    # half the SMs have a tile, into >= 16 stages.
     split = 1
-    if tokens <= 16 and tiles < num_sms:
+    if tokens <= 64 and tiles < num_sms:
         split = max(1, min(num_sms // tiles, k_stages // 4))
     elif tiles < num_sms // 2:
         split = max(1, min(num_sms // tiles, k_stages // 16))

@@ -12,8 +12,11 @@ Variants:
     hopper_pf<P>     programmatic launch requesting P stages of weights before waiting for the
                      quantizer (the default is gpu.hopper.PROGRAMMATIC_WEIGHT_PREFETCH)
     hopper_split<S>  the chosen configuration with split-K S (where K has enough stages)
+    hopper_n<T>s<S>  T tokens per CTA (the wgmma n) and split-K S, stages as the chooser would
     quantize_only    the activation quantizer alone (its GEMM is skipped, so its check fails):
                      what the quantizer costs inside an end-to-end call
+    hopper_chooser0  the chooser of commit 300eb25 (before split-K partials became plain stores:
+                     n = 32 for mid M with few tiles, wide tiles split only into >= 16 stages)
     hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
                      older kernel source with the launch signature of commit 25915e3: no
                      weight_prefetch argument), launched plainly with the chooser's config
@@ -32,15 +35,50 @@ from gpu import api, bench, hopper, runtime
 from liquidref.tiling import choose_tile_config
 
 
-def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split_k: int | None = None):
+def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split_k: int | None = None,
+             tokens: int | None = None, chooser=choose_tile_config):
     def run(x_tiled, s_x, m, dw, out, programmatic=False):
-        config = choose_tile_config(m, dw.n, dw.k)
+        config = chooser(m, dw.n, dw.k)
+        if tokens is not None:
+            config = _with_tokens(config, tokens)
         if split_k is not None and dw.k // config.k_per_stage >= split_k:
             config = dataclasses.replace(config, split_k=split_k)
         hopper.run(x_tiled, s_x, m, dw, out, config, "hopper", programmatic=programmatic and allow_programmatic,
                    weight_prefetch=weight_prefetch if programmatic and allow_programmatic else None)
 
     return run
+
+
+def chooser_300eb25(m: int, n: int, k: int, num_sms: int = 132):
+    """choose_tile_config as of commit 300eb25, for comparison."""
+    m = max(int(m), 1)
+    if m <= 32:
+        tokens = next(t for t in (8, 16, 32) if t >= m)
+    elif m <= 128:
+        tokens = 64
+        if -(-n // 128) * -(-m // 64) < num_sms // 2:
+            tokens = 32
+    else:
+        tokens = 128 if m < 2048 else 192
+    base = _with_tokens(choose_tile_config(m, n, k, num_sms), tokens)
+    rows, token_tiles, _ = base.grid(m, n)
+    tiles, k_stages = rows * token_tiles, base.k_stages(k)
+    split = 1
+    if tokens <= 16 and tiles < num_sms:
+        split = max(1, min(num_sms // tiles, k_stages // 4))
+    elif tiles < num_sms // 2:
+        split = max(1, min(num_sms // tiles, k_stages // 16))
+    return dataclasses.replace(base, split_k=split)
+
+
+def _with_tokens(config, tokens: int):
+    """``config`` with ``tokens`` per CTA, split-K 1 and as many stages as fit (at most 8)."""
+    for stages in range(8, 1, -1):
+        try:
+            return dataclasses.replace(config, tokens_per_cta=tokens, stages=stages, split_k=1)
+        except ValueError:
+            continue
+    raise ValueError(f"no stages fit with {tokens} tokens")
 
 
 def _previous_kernel_run(x_tiled, s_x, m, dw, out, programmatic=False, source="w4a8_hopper_prev.cu"):
@@ -61,12 +99,18 @@ def _previous_kernel_run(x_tiled, s_x, m, dw, out, programmatic=False, source="w
 
 def register() -> None:
     api.register_backend("hopper_no_pdl", _variant(False), hopper.is_available)
+    api.register_backend("hopper_chooser0", _variant(True, chooser=chooser_300eb25), hopper.is_available,
+                         programmatic=True)
     for stages in (0, 1, 4, 8):
         api.register_backend(f"hopper_pf{stages}", _variant(True, stages), hopper.is_available, programmatic=True)
     for split in (2, 3, 4):
         api.register_backend(f"hopper_split{split}", _variant(True, split_k=split), hopper.is_available,
                              programmatic=True)
     api.register_backend("quantize_only", lambda *args, **kwargs: None, hopper.is_available, programmatic=True)
+    for tokens in (32, 64):
+        for split in (1, 2, 3, 4):
+            api.register_backend(f"hopper_n{tokens}s{split}", _variant(True, split_k=split, tokens=tokens),
+                                 hopper.is_available, programmatic=True)
     if os.path.exists(runtime.KERNELS_DIR / "w4a8_hopper_prev.cu"):
         api.register_backend("hopper_prev", functools.partial(_previous_kernel_run), hopper.is_available)
 

@@ -99,10 +99,10 @@ for name, (n, k) in {"llama3-8b qkv": (6144, 4096), "llama3-8b down": (4096, 143
 #   M = 1 an `n = 8` tile is still 88% padding, but the tensor core is nearly idle anyway).
 #   With 128 rows per CTA, N = 6144 gives only 48 tiles for 132 SMs, so **split-K** cuts K into
 #   slices and launches 2-4 CTAs per tile; each keeps at least 4 stages so that the pipeline
-#   fills. The price is an int32 reduction of the partial sums (atomics on a workspace).
-# - **Mid M (64-128).** Tiles of 32 or 64 tokens; split-K only when fewer than half the SMs
-#   would have a tile, and then only with at least 16 stages per slice, because the partials
-#   of a wide tile cost more to reduce.
+#   fills. The price is an int32 reduction of the partial sums: each slice but the last to
+#   finish stores its registers into a workspace, and the last adds them to its own.
+# - **Mid M (33-128).** Tiles of 64 tokens (one token tile up to M = 64, so the weights are
+#   read once), split-K by the same rule as decode while tiles leave SMs idle.
 # - **Prefill (M >= 256).** Wide tiles (128, and 192 from M = 2048) reuse each dequantized
 #   weight for many tokens. From M = 1024 there are enough tiles to fill the GPU without
 #   split-K; at M = 256 the down projection (only 64 tiles) still splits K in two.

@@ -23,8 +23,8 @@
 // The two compute warpgroups never synchronize with each other: while one dequantizes, the
 // other's wgmma keeps the tensor core busy (the hardware interleaves them), and inside one
 // warpgroup the dequant of stage s+1 overlaps the asynchronous wgmma of stage s (two A-register
-// buffers). Split-K CTAs add exact int32 partials into a workspace; the last CTA of a tile reads
-// and clears them (atomicExch) and runs the epilogue, so the workspace is zero again afterwards.
+// buffers). Split-K CTAs store their exact int32 partials into their own workspace slices; the
+// last CTA of a tile to finish adds the others' slices to its registers and runs the epilogue.
 //
 // Data formats: liquidref/layout.py (weights: codes[N/64][K/64][2048], meta[N/64][K/64][128];
 // activations: x_tiled[M_pad/8][K/16][8][16]); tile configuration: liquidref/tiling.py.
@@ -291,12 +291,17 @@ __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& 
 }
 
 // Writes R row blocks' accumulators of one warpgroup (rows 64 (first_block + r) ..): the fused
-// epilogue, or, with split-K, exact int32 partials whose last CTA runs the epilogue and leaves
-// the workspace and counter zero. `group_threads` threads (whole warpgroups) take part; the one
-// with `leader` counts the CTA in.
+// epilogue, or, with split-K, exact int32 partials: every split but the last to finish stores its
+// accumulators into its own slice of the workspace, and the last adds the others' slices to its
+// registers and runs the epilogue. No atomics on the data, and nothing to clear: each slice is
+// written before it is read in every launch; only the tile's counter is reset. `group_threads`
+// threads (whole warpgroups) take part; the one with `leader` counts the CTA in.
 //   accumulator register i of thread (warp, lane):
 //     row   = 16 warp + lane / 4 + 8 ((i >> 1) & 1)
 //     token = 2 (lane % 4) + (i & 1) + 8 (i >> 2)
+//   workspace slice of (token tile, row block, split): the 128 threads' registers, 4 at a time,
+//     int4 chunk c of thread t at [c][t] (a warp's chunk c is 512 contiguous bytes):
+//     slice = ((token_tile * row_blocks + row_block) * split_k + split) * 64 * BN ints
 template <int BN, int R>
 __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int first_block, int blocks,
                                            unsigned thread, unsigned group_threads, bool leader,
@@ -309,26 +314,30 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
     return (first_block + r) * BLOCK_ROWS + 16 * warp + lane / 4 + 8 * ((i >> 1) & 1);
   };
   auto token_of = [&](int i) { return token_base + (i & 1) + 8 * (i >> 2); };
-  if (split_k == 1) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      if (r >= blocks) continue;
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) {
-        const int n = row_of(r, i), m = token_of(i);
-        if (m < M) y[static_cast<size_t>(m) * N + n] = epilogue(acc[r][i], s1[n], s_x[m]);
-      }
-    }
-    return;
-  }
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    if (r >= blocks) continue;
+  auto store = [&](int r, const int (&values)[BN / 2]) {
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) {
       const int n = row_of(r, i), m = token_of(i);
-      if (m < M) atomicAdd(workspace + static_cast<size_t>(m) * N + n, acc[r][i]);
+      if (m < M) y[static_cast<size_t>(m) * N + n] = epilogue(values[i], s1[n], s_x[m]);
     }
+  };
+  if (split_k == 1) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (r < blocks) store(r, acc[r]);
+    return;
+  }
+  auto slice = [&](int r, int split) {
+    const size_t index = (static_cast<size_t>(blockIdx.y) * (N / BLOCK_ROWS) + first_block + r) * split_k + split;
+    return reinterpret_cast<int4*>(workspace + index * (THREADS_PER_WARPGROUP * (BN / 2))) + thread;
+  };
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r >= blocks) continue;
+    int4* mine = slice(r, blockIdx.z);
+#pragma unroll
+    for (int c = 0; c < BN / 8; ++c)
+      mine[c * THREADS_PER_WARPGROUP] = make_int4(acc[r][4 * c], acc[r][4 * c + 1], acc[r][4 * c + 2], acc[r][4 * c + 3]);
   }
   __threadfence();
   asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(group_threads) : "memory");
@@ -337,15 +346,25 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
   asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(group_threads) : "memory");
   if (!is_last_split) return;
   __threadfence();
-  for (int r = 0; r < R && r < blocks; ++r) {
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) {
-      const int n = row_of(r, i), m = token_of(i);
-      if (m < M) {
-        const int total = atomicExch(workspace + static_cast<size_t>(m) * N + n, 0);
-        y[static_cast<size_t>(m) * N + n] = epilogue(total, s1[n], s_x[m]);
+  for (int r = 0; r < R; ++r) {
+    if (r >= blocks) continue;
+    int total[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) total[i] = acc[r][i];
+    for (int split = 0; split < split_k; ++split) {
+      if (split == static_cast<int>(blockIdx.z)) continue;
+      const int4* other = slice(r, split);
+#pragma unroll
+      for (int c = 0; c < BN / 8; ++c) {
+        const int4 v = __ldcg(other + c * THREADS_PER_WARPGROUP);  // L2: written by another SM
+        total[4 * c] += v.x;  // partial sums: exact in int32
+        total[4 * c + 1] += v.y;
+        total[4 * c + 2] += v.z;
+        total[4 * c + 3] += v.w;
       }
     }
+    store(r, total);
   }
   if (leader) tile_counters[tile] = 0;
 }

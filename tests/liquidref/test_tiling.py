@@ -191,15 +191,17 @@ def test_choose_tile_config_is_always_valid(m, n_blocks, k_blocks, num_sms):
     assert c.stream_k_ctas == 0  # the Hopper kernel runs the classic grid
     rows, tokens, splits = c.grid(m, n)
     tiles, k_stages = rows * tokens, c.k_stages(k)
-    if m <= 32:  # decode is never padded past the next of 8, 16, 32 tokens
-        assert c.tokens_per_cta == next(t for t in (8, 16, 32) if t >= max(m, 1))
+    if m <= 64:  # decode and M <= 64 are never padded past the next of 8, 16, 32, 64 tokens
+        assert c.tokens_per_cta == next(t for t in (8, 16, 32, 64) if t >= max(m, 1))
     if splits > 1:
         # split-K only while tiles leave SMs idle, never more CTAs than SMs, each split with
-        # >= 4 stages (n <= 16) or >= 16 stages (wider tiles, whose partials cost more)
+        # >= 4 stages (n <= 64) or >= 16 stages (wider tiles, whose partials cost more)
         assert tiles * splits <= num_sms
-        assert k_stages // splits >= (4 if c.tokens_per_cta <= 16 else 16)
-        if c.tokens_per_cta > 16:
+        assert k_stages // splits >= (4 if c.tokens_per_cta <= 64 else 16)
+        if c.tokens_per_cta > 64:
             assert tiles < num_sms // 2
+    elif c.tokens_per_cta <= 64 and tiles < num_sms // 2 and k_stages >= 8:
+        assert False, f"{c}: {tiles} tiles leave most SMs idle but K is not split"
 
 
 def test_decode_uses_split_k_and_small_n():
@@ -209,7 +211,8 @@ def test_decode_uses_split_k_and_small_n():
     assert c.cta_count(1, 4096, 4096) == 128
     assert choose_tile_config(0, 4096, 4096) == choose_tile_config(1, 4096, 4096)
     assert choose_tile_config(16, 57344, 8192).split_k == 1  # 448 tiles: every SM busy already
-    assert choose_tile_config(64, 4096, 4096).tokens_per_cta == 32  # n = 64 would leave SMs idle
+    mid = choose_tile_config(64, 8192, 28672)  # 64 tiles of n = 64, each K split in two
+    assert (mid.tokens_per_cta, mid.split_k) == (64, 2)
     assert choose_tile_config(4096, 4096, 4096).tokens_per_cta == 192
     assert choose_tile_config(4096, 4096, 4096).k_per_stage == 256
 
