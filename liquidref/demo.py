@@ -299,7 +299,11 @@ def section_gpu(out_dir: Path, ctx: DemoContext) -> list[str]:
     try:
         cupy = runtime.require_gpu()
     except RuntimeError as error:
-        return [f"skipped: {error}", "(docs/performance.md holds the numbers measured on an H200)"]
+        return [
+            f"skipped: {error}",
+            "(docs/performance.md and docs/performance-h100.md hold the numbers measured on an H200"
+            " and an H100)",
+        ]
     w = ctx.quantized("lqq-g64")
     X = ctx.activations.astype(np.float16)
     want = w4a8_linear(X, w)
