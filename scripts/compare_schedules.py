@@ -18,8 +18,8 @@ Variants:
     hopper_chooser0  the chooser of commit 300eb25 (before split-K partials became plain stores:
                      n = 32 for mid M with few tiles, wide tiles split only into >= 16 stages)
     hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
-                     older kernel source with the launch signature of commit 25915e3: no
-                     weight_prefetch argument), launched plainly with the chooser's config
+                     older kernel source with the launch signature of commit ce4b231), launched
+                     like the kernel (programmatic) with the chooser's config
 """
 
 from __future__ import annotations
@@ -88,13 +88,15 @@ def _previous_kernel_run(x_tiled, s_x, m, dw, out, programmatic=False, source="w
     kernel.max_dynamic_shared_size_bytes = config.shared_memory_bytes
     grid = config.grid(m, dw.n)
     if config.split_k > 1:
-        workspace = hopper._zeroed("workspace", m * dw.n)
+        workspace = hopper._zeroed("workspace", config.split_k * dw.n * grid[1] * config.tokens_per_cta)
         counters = hopper._zeroed("counters", grid[0] * grid[1])
     else:
         workspace = counters = hopper._zeroed("unused", 1)
-    kernel(grid, (384,), (dw.codes, dw.meta, dw.s1, x_tiled, s_x, out, workspace, counters, np.int32(m),
-                          np.int32(dw.n), np.int32(dw.k), np.int32(config.split_k)),
-           shared_mem=config.shared_memory_bytes)
+    prefetch = hopper.PROGRAMMATIC_WEIGHT_PREFETCH if programmatic else 0
+    runtime.launch(kernel, grid, (384,), (dw.codes, dw.meta, dw.s1, x_tiled, s_x, out, workspace, counters,
+                                          np.int32(m), np.int32(dw.n), np.int32(dw.k), np.int32(config.split_k),
+                                          np.int32(prefetch)),
+                   shared_mem=config.shared_memory_bytes, programmatic=programmatic)
 
 
 def register() -> None:
@@ -112,7 +114,8 @@ def register() -> None:
             api.register_backend(f"hopper_n{tokens}s{split}", _variant(True, split_k=split, tokens=tokens),
                                  hopper.is_available, programmatic=True)
     if os.path.exists(runtime.KERNELS_DIR / "w4a8_hopper_prev.cu"):
-        api.register_backend("hopper_prev", functools.partial(_previous_kernel_run), hopper.is_available)
+        api.register_backend("hopper_prev", functools.partial(_previous_kernel_run), hopper.is_available,
+                             programmatic=True)
 
 
 if __name__ == "__main__":

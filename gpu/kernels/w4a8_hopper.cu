@@ -87,6 +87,13 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
 // when the kernel was launched without the attribute.
 __device__ __forceinline__ void wait_for_producer_grid() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
+// atomicAdd with acquire-release semantics at GPU scope; returns the old value.
+__device__ __forceinline__ int counter_add_acq_rel(int* counter, int value) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(counter), "r"(value) : "memory");
+  return old;
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
@@ -339,13 +346,15 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
     for (int c = 0; c < BN / 8; ++c)
       mine[c * THREADS_PER_WARPGROUP] = make_int4(acc[r][4 * c], acc[r][4 * c + 1], acc[r][4 * c + 2], acc[r][4 * c + 3]);
   }
-  __threadfence();
+  // The CTA's slices are complete once every thread passed the barrier; the leader's
+  // acquire-release add then publishes them at GPU scope and, in the last CTA, makes the other
+  // splits' slices visible, which the second barrier passes on to its threads (the semaphore
+  // pattern: no per-thread fence).
   asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(group_threads) : "memory");
   const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-  if (leader) is_last_split = atomicAdd(tile_counters + tile, 1) == split_k - 1;
+  if (leader) is_last_split = counter_add_acq_rel(tile_counters + tile, 1) == split_k - 1;
   asm volatile("bar.sync %0, %1;" ::"n"(SPLIT_K_BARRIER_ID), "r"(group_threads) : "memory");
   if (!is_last_split) return;
-  __threadfence();
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= blocks) continue;
