@@ -5,10 +5,10 @@ Registers the ``"hopper"`` backend of ``gpu.api``. The tile configuration comes 
 caller passes one. The kernel runs the classic grid (row tiles x token tiles x split_k);
 ``TileConfig.stream_k_ctas`` (the persistent stream-K schedule the tiled reference models) is
 refused: a stream-K build of this kernel measured slower on an H200 (docs/performance.md).
-Split-K needs an int32 workspace (one slice of partial sums per output tile and split:
-split_k x N x token tiles x tokens per CTA ints, written before it is read in every launch) and
-one counter per output tile (zero; the kernel leaves it zero again), so both are allocated once
-per device and grown on demand.
+Split-K needs an int32 workspace (``split_k_workspace_ints``: one slice of partial sums per
+output tile and split, written before it is read in every launch) and one counter per output
+tile (zero; the kernel leaves it zero again), so both are allocated once per device and grown on
+demand.
 
 ``run(..., programmatic=True)`` launches with programmatic dependent launch: the kernel starts
 while the activation quantizer before it still runs and streams its first weight stages, then
@@ -25,7 +25,7 @@ import functools
 import numpy as np
 
 from liquidref.constants import BLOCK_ROWS, THREADS_PER_WARPGROUP
-from liquidref.tiling import SHARED_MEMORY_LIMIT, TileConfig, choose_tile_config
+from liquidref.tiling import SHARED_MEMORY_LIMIT, TileConfig, choose_tile_config, most_stages
 
 from . import runtime
 
@@ -79,11 +79,9 @@ def excp_config(config: TileConfig) -> TileConfig:
     """The nearest configuration the ExCP ablation runs: two row blocks, n <= 128, and as many
     of ``config``'s stages as fit beside its int8 weight buffers (at least 2)."""
     tokens = min(config.tokens_per_cta, EXCP_MAX_TOKENS)
-    for stages in range(config.stages, 1, -1):
-        candidate = dataclasses.replace(config, compute_warpgroups=2, tokens_per_cta=tokens, stages=stages)
-        if shared_memory_bytes(candidate, "hopper_excp") <= SHARED_MEMORY_LIMIT:
-            return candidate
-    raise ValueError(f"no ExCP configuration near {config} fits in shared memory")
+    smallest = dataclasses.replace(config, compute_warpgroups=2, tokens_per_cta=tokens, stages=2)
+    return most_stages(smallest, config.stages,
+                       fits=lambda c: shared_memory_bytes(c, "hopper_excp") <= SHARED_MEMORY_LIMIT)
 
 
 def is_available() -> bool:
@@ -120,6 +118,18 @@ def _multiprocessors(device_id: int) -> int:
     import cupy
 
     return cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device_id)
+
+
+def split_k_workspace_ints(config: TileConfig, m: int, n: int) -> int:
+    """int32 elements of the split-K workspace for an [M, K] x [N, K] problem.
+
+    One slice of partial sums per (token tile, 64-row block, split), each the 128 threads'
+    ``tokens_per_cta / 2`` accumulators: split_k x N x token tiles x tokens_per_cta in all (the
+    kernel's ``store_tile`` indexes the slices this way). 0 without split-K.
+    """
+    if config.split_k == 1:
+        return 0
+    return config.split_k * n * config.grid(m, n)[1] * config.tokens_per_cta
 
 
 def _zeroed(name: str, size: int):
@@ -184,20 +194,27 @@ def run(
         weight_prefetch = PROGRAMMATIC_WEIGHT_PREFETCH if programmatic else 0
     if isinstance(weight_prefetch, bool) or not isinstance(weight_prefetch, (int, np.integer)) or weight_prefetch < 0:
         raise ValueError(f"weight_prefetch must be an int >= 0; got {weight_prefetch!r}")
+    _launch(_kernel(config, variant), config, shared_memory_bytes(config, variant), x_tiled, s_x, m, dw, out,
+            programmatic, weight_prefetch)
+
+
+def _launch(kernel, config: TileConfig, shared_mem: int, x_tiled, s_x, m: int, dw, out, programmatic: bool,
+            weight_prefetch: int) -> None:
+    """Launch a compiled kernel of ``w4a8_hopper.cu``'s signature on checked arguments."""
+    n, k = dw.n, dw.k
     grid = config.grid(m, n)
     if config.split_k > 1:
-        workspace = _zeroed("workspace", config.split_k * n * grid[1] * config.tokens_per_cta)
+        workspace = _zeroed("workspace", split_k_workspace_ints(config, m, n))
         counters = _zeroed("counters", grid[0] * grid[1])
     else:
         workspace = counters = _zeroed("unused", 1)
-    kernel = _kernel(config, variant)
     runtime.launch(
         kernel,
         grid,
         ((config.compute_warpgroups + 1) * THREADS_PER_WARPGROUP,),
         (dw.codes, dw.meta, dw.s1, x_tiled, s_x, out, workspace, counters, np.int32(m), np.int32(n),
          np.int32(k), np.int32(config.split_k), np.int32(weight_prefetch)),
-        shared_mem=shared_memory_bytes(config, variant),
+        shared_mem=shared_mem,
         programmatic=programmatic,
     )
 

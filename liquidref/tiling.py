@@ -25,6 +25,7 @@ epilogue. Integer addition is exact and commutative, so every schedule gives the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -175,6 +176,22 @@ class TileConfig:
         return split * total // self.split_k, (split + 1) * total // self.split_k
 
 
+def most_stages(config: TileConfig, most: int = 8, fits=None) -> TileConfig:
+    """``config`` with the most ring stages, from ``most`` down to 2, that fit in a CTA's shared
+    memory (and for which ``fits(candidate)`` is true, when given).
+
+    Raises ``ValueError`` when no number of stages from 2 up fits.
+    """
+    for stages in range(most, 1, -1):
+        try:
+            candidate = dataclasses.replace(config, stages=stages)
+        except ValueError:  # that many stages do not fit in shared memory
+            continue
+        if fits is None or fits(candidate):
+            return candidate
+    raise ValueError(f"no number of stages from 2 to {most} of {config} fits in shared memory")
+
+
 def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> TileConfig:
     """The configuration the GPU kernel launches for an M x N x K problem.
 
@@ -202,14 +219,7 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
         k_per_stage = 256
     else:
         k_per_stage = 128 if k % 128 == 0 else 64
-    stages = 2
-    for candidate in range(8, 2, -1):
-        try:
-            stages = TileConfig(2, tokens, k_per_stage, candidate, 1).stages
-            break
-        except ValueError:  # that many stages do not fit in shared memory
-            continue
-    base = TileConfig(2, tokens, k_per_stage, stages, 1)
+    base = most_stages(TileConfig(2, tokens, k_per_stage, 2, 1))
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles
     k_stages = base.k_stages(k)
@@ -222,4 +232,4 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
         split = max(1, min(num_sms // tiles, k_stages // 4))
     elif tiles < num_sms // 2:
         split = max(1, min(num_sms // tiles, k_stages // 16))
-    return TileConfig(2, tokens, k_per_stage, stages, split)
+    return dataclasses.replace(base, split_k=split)

@@ -25,14 +25,11 @@ Variants:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import sys
 
-import numpy as np
-
 from gpu import api, bench, hopper, runtime
-from liquidref.tiling import choose_tile_config
+from liquidref.tiling import choose_tile_config, most_stages
 
 
 def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split_k: int | None = None,
@@ -73,30 +70,16 @@ def chooser_300eb25(m: int, n: int, k: int, num_sms: int = 132):
 
 def _with_tokens(config, tokens: int):
     """``config`` with ``tokens`` per CTA, split-K 1 and as many stages as fit (at most 8)."""
-    for stages in range(8, 1, -1):
-        try:
-            return dataclasses.replace(config, tokens_per_cta=tokens, stages=stages, split_k=1)
-        except ValueError:
-            continue
-    raise ValueError(f"no stages fit with {tokens} tokens")
+    return most_stages(dataclasses.replace(config, tokens_per_cta=tokens, stages=2, split_k=1))
 
 
-def _previous_kernel_run(x_tiled, s_x, m, dw, out, programmatic=False, source="w4a8_hopper_prev.cu"):
+def _previous_kernel_run(x_tiled, s_x, m, dw, out, programmatic=False):
     config = choose_tile_config(m, dw.n, dw.k)
     name = hopper.kernel_name(config)
-    kernel = runtime.compile_module(source, name_expressions=(name,)).get_function(name)
+    kernel = runtime.compile_module("w4a8_hopper_prev.cu", name_expressions=(name,)).get_function(name)
     kernel.max_dynamic_shared_size_bytes = config.shared_memory_bytes
-    grid = config.grid(m, dw.n)
-    if config.split_k > 1:
-        workspace = hopper._zeroed("workspace", config.split_k * dw.n * grid[1] * config.tokens_per_cta)
-        counters = hopper._zeroed("counters", grid[0] * grid[1])
-    else:
-        workspace = counters = hopper._zeroed("unused", 1)
     prefetch = hopper.PROGRAMMATIC_WEIGHT_PREFETCH if programmatic else 0
-    runtime.launch(kernel, grid, (384,), (dw.codes, dw.meta, dw.s1, x_tiled, s_x, out, workspace, counters,
-                                          np.int32(m), np.int32(dw.n), np.int32(dw.k), np.int32(config.split_k),
-                                          np.int32(prefetch)),
-                   shared_mem=config.shared_memory_bytes, programmatic=programmatic)
+    hopper._launch(kernel, config, config.shared_memory_bytes, x_tiled, s_x, m, dw, out, programmatic, prefetch)
 
 
 def register() -> None:
@@ -114,8 +97,7 @@ def register() -> None:
             api.register_backend(f"hopper_n{tokens}s{split}", _variant(True, split_k=split, tokens=tokens),
                                  hopper.is_available, programmatic=True)
     if os.path.exists(runtime.KERNELS_DIR / "w4a8_hopper_prev.cu"):
-        api.register_backend("hopper_prev", functools.partial(_previous_kernel_run), hopper.is_available,
-                             programmatic=True)
+        api.register_backend("hopper_prev", _previous_kernel_run, hopper.is_available, programmatic=True)
 
 
 if __name__ == "__main__":

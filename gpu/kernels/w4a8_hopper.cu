@@ -309,6 +309,7 @@ __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& 
 //   workspace slice of (token tile, row block, split): the 128 threads' registers, 4 at a time,
 //     int4 chunk c of thread t at [c][t] (a warp's chunk c is 512 contiguous bytes):
 //     slice = ((token_tile * row_blocks + row_block) * split_k + split) * 64 * BN ints
+//   (gpu.hopper.split_k_workspace_ints sizes the workspace for exactly these slices)
 template <int BN, int R>
 __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int first_block, int blocks,
                                            unsigned thread, unsigned group_threads, bool leader,
@@ -610,41 +611,22 @@ __global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, 
   out[1] = r1;
 }
 
-// The configurations choose_tile_config launches for K % 256 == 0 (n = 8, 16, 32 at decode, 64,
-// 32 and 128 at mid M, 192 at prefill; tests/gpu/test_compile.py checks the list against it), two
-// odd ones, and the ExCP ablation at decode, mid M and prefill, for the CPU-side compile, SASS
-// and ptxas checks.
-template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 256, 8>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper<2, 16, 256, 8>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper<2, 32, 256, 8>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 256, 6>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper<2, 128, 256, 4>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper<2, 192, 256, 3>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper<2, 256, 128, 5>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper<1, 24, 64, 3>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper_excp<64, 256, 4>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
-template __global__ void liquidref::hopper::w4a8_hopper_excp<128, 256, 3>(
-    const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*,
-    int*, int*, int, int, int, int, int);
+// The configurations choose_tile_config launches for K % 256 == 0 (n = 8, 16, 32, 64 up to
+// M = 128, 128 and 192 beyond; tests/gpu/test_compile.py checks the list against it), two odd
+// ones, and the ExCP ablation at decode, mid M and prefill, for the CPU-side compile, SASS and
+// ptxas checks. Both kernels take the same parameters.
+#define HOPPER_KERNEL_PARAMETERS                                                                  \
+  const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*, \
+      int*, int*, int, int, int, int, int
+template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 256, 8>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 16, 256, 8>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 32, 256, 8>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 256, 6>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 128, 256, 4>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 192, 256, 3>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 256, 128, 5>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<1, 24, 64, 3>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<64, 256, 4>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<128, 256, 3>(HOPPER_KERNEL_PARAMETERS);
 #endif

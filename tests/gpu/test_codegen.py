@@ -48,6 +48,15 @@ def test_kernel_name_and_shared_memory():
     assert hopper.shared_memory_bytes(config) == config.shared_memory_bytes
 
 
+def test_split_k_workspace_size():
+    """One slice of 128 threads x n/2 int32 partials per (token tile, 64-row block, split)."""
+    config = TileConfig(2, 16, 128, 3, 2)
+    # 13 tokens -> 1 token tile of 16; N = 192 -> 3 row blocks; 2 splits
+    assert hopper.split_k_workspace_ints(config, 13, 192) == 2 * 1 * 3 * 128 * (16 // 2)
+    assert hopper.split_k_workspace_ints(config, 17, 192) == 2 * 2 * 3 * 128 * (16 // 2)
+    assert hopper.split_k_workspace_ints(TileConfig(2, 16, 128, 3, 1), 13, 192) == 0
+
+
 def test_excp_names_buffers_and_configs():
     source = (KERNELS / hopper.SOURCE).read_text()
     match = re.search(r"constexpr int EXCP_A_SLOTS = (\d+);", source)

@@ -15,6 +15,7 @@ from liquidref.tiling import (
     Segment,
     TileConfig,
     choose_tile_config,
+    most_stages,
 )
 
 
@@ -215,6 +216,27 @@ def test_decode_uses_split_k_and_small_n():
     assert (mid.tokens_per_cta, mid.split_k) == (64, 2)
     assert choose_tile_config(4096, 4096, 4096).tokens_per_cta == 192
     assert choose_tile_config(4096, 4096, 4096).k_per_stage == 256
+
+
+@given(st.sampled_from(WGMMA_S8_N), st.sampled_from([64, 128, 256]), st.integers(2, 16),
+       st.integers(0, 400_000))
+def test_most_stages_takes_the_most_that_fit(tokens, kps, most, budget):
+    """The result fits (and passes ``fits``); one stage more, up to ``most``, would not."""
+    fits = lambda c: c.shared_memory_bytes <= budget  # noqa: E731
+    base = TileConfig(2, tokens, kps, 2, 1)
+    try:
+        got = most_stages(base, most, fits)
+    except ValueError:
+        assert not fits(base)  # not even 2 stages
+        return
+    assert got.stages <= most and fits(got)
+    assert (got.tokens_per_cta, got.k_per_stage, got.split_k) == (tokens, kps, 1)
+    if got.stages < most:
+        try:
+            more = TileConfig(2, tokens, kps, got.stages + 1, 1)
+        except ValueError:
+            return  # one more stage exceeds the shared memory of a CTA
+        assert not fits(more)
 
 
 @pytest.mark.parametrize("args", [(-1, 64, 64), (1, 0, 64), (1, 64, 0), (1.5, 64, 64)])
