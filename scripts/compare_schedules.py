@@ -13,6 +13,8 @@ Variants:
                      quantizer (the default is gpu.hopper.PROGRAMMATIC_WEIGHT_PREFETCH)
     hopper_split<S>  the chosen configuration with split-K S (where K has enough stages)
     hopper_n<T>s<S>  T tokens per CTA (the wgmma n) and split-K S, stages as the chooser would
+    hopper_ks<KS>    KS k per stage (64..512) and as many stages as fit, the chooser's split-K
+                     (at most a quarter of the k stages)
     quantize_only    the activation quantizer alone (its GEMM is skipped, so its check fails):
                      what the quantizer costs inside an end-to-end call
     hopper_chooser0  the chooser of commit 300eb25 (before split-K partials became plain stores:
@@ -33,11 +35,16 @@ from liquidref.tiling import choose_tile_config, most_stages
 
 
 def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split_k: int | None = None,
-             tokens: int | None = None, chooser=choose_tile_config):
+             tokens: int | None = None, chooser=choose_tile_config, k_per_stage: int | None = None):
     def run(x_tiled, s_x, m, dw, out, programmatic=False):
         config = chooser(m, dw.n, dw.k)
         if tokens is not None:
             config = _with_tokens(config, tokens)
+        if k_per_stage is not None and dw.k % k_per_stage == 0:
+            # the chooser's split, rounded down to what the longer stages allow
+            longer = most_stages(dataclasses.replace(config, k_per_stage=k_per_stage, stages=2, split_k=1))
+            split = max(1, min(config.split_k, dw.k // k_per_stage // 4))
+            config = dataclasses.replace(longer, split_k=split)
         if split_k is not None and dw.k // config.k_per_stage >= split_k:
             config = dataclasses.replace(config, split_k=split_k)
         hopper.run(x_tiled, s_x, m, dw, out, config, "hopper", programmatic=programmatic and allow_programmatic,
@@ -96,6 +103,9 @@ def register() -> None:
         for split in (1, 2, 3, 4):
             api.register_backend(f"hopper_n{tokens}s{split}", _variant(True, split_k=split, tokens=tokens),
                                  hopper.is_available, programmatic=True)
+    for k_per_stage in (128, 512):
+        api.register_backend(f"hopper_ks{k_per_stage}", _variant(True, k_per_stage=k_per_stage), hopper.is_available,
+                             programmatic=True)
     if os.path.exists(runtime.KERNELS_DIR / "w4a8_hopper_prev.cu"):
         api.register_backend("hopper_prev", _previous_kernel_run, hopper.is_available, programmatic=True)
 
