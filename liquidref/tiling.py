@@ -192,6 +192,28 @@ def most_stages(config: TileConfig, most: int = 8, fits=None) -> TileConfig:
     raise ValueError(f"no number of stages from 2 to {most} of {config} fits in shared memory")
 
 
+# Prefill (M >= 2048): relative time per token of a 128 x n tile, n = 192 as 1. Wider tiles reuse
+# each dequantized weight for more tokens. Measured on an H100 (docs/performance.md, tuning log:
+# 70B gate_up at M = 4096, where the waves are nearly full for every n: time / (waves x n)).
+PREFILL_TOKEN_COST = {176: 1.042, 192: 1.0, 208: 0.95, 224: 0.916}
+
+
+def prefill_tokens(m: int, n: int, num_sms: int = DEFAULT_NUM_SMS) -> int:
+    """The wgmma n of a prefill tile (M >= 2048): the one of ``PREFILL_TOKEN_COST`` with the
+    least estimated time, waves x n x cost per token, where waves = ceil(tiles / SMs). A last
+    wave that leaves SMs idle costs a whole wave, so the n whose tiles fill the waves best can
+    win although its tile is not the cheapest per token (8B down at M = 4096: n = 208 gives 640
+    tiles, 4.85 waves, against n = 192's 704 tiles, 5.33 waves, and measured 11 % faster).
+    Ties go to the smaller n."""
+
+    def estimated_time(tokens: int) -> float:
+        row_tiles, token_tiles, _ = TileConfig(2, tokens, BLOCK_K, 2).grid(m, n)
+        waves = -(-row_tiles * token_tiles // num_sms)
+        return waves * tokens * PREFILL_TOKEN_COST[tokens]
+
+    return min(sorted(PREFILL_TOKEN_COST), key=estimated_time)
+
+
 def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> TileConfig:
     """The configuration the GPU kernel launches for an M x N x K problem.
 
@@ -207,18 +229,20 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
     m = max(int(m), 1)
     # Measured on an H200 (graph-timed sweeps, docs/performance.md): 256-k stages win on every
     # shape (fewer barrier round trips per byte and per MAC); up to M = 128 the smallest wgmma n
-    # of 8, 16, 32, 64 that covers M (one token tile up to M = 64); M >= 129 takes n = 128, and
-    # M >= 2048 n = 192 (1.1-1.25 POP/s at M = 4096 against 0.95 for cuBLAS int8).
-    if m <= 64:
-        tokens = next(t for t in (8, 16, 32, 64) if t >= m)
-    elif m <= 128:
-        tokens = 64
-    else:
-        tokens = 128 if m < 2048 else 192
+    # of 8, 16, 32, 64 that covers M (one token tile up to M = 64); 129 <= M < 2048 takes
+    # n = 128, and M >= 2048 the widest tiles, n by prefill_tokens (waves and reuse).
     if k % 256 == 0:
         k_per_stage = 256
     else:
         k_per_stage = 128 if k % 128 == 0 else 64
+    if m <= 64:
+        tokens = next(t for t in (8, 16, 32, 64) if t >= m)
+    elif m <= 128:
+        tokens = 64
+    elif m < 2048:
+        tokens = 128
+    else:
+        tokens = prefill_tokens(m, n, num_sms)
     base = most_stages(TileConfig(2, tokens, k_per_stage, 2, 1))
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles

@@ -13,6 +13,8 @@ Variants:
                      quantizer (the default is gpu.hopper.PROGRAMMATIC_WEIGHT_PREFETCH)
     hopper_split<S>  the chosen configuration with split-K S (where K has enough stages)
     hopper_n<T>s<S>  T tokens per CTA (the wgmma n) and split-K S, stages as the chooser would
+    hopper_n<T>k<KS> T tokens per CTA, KS k per stage, as many stages as fit, no split-K (prefill
+                     tiles: n128k128, n128k256, n176k256, n192k256, n208k256, n224k256, n256k128)
     hopper_ks<KS>    KS k per stage (64..512) and as many stages as fit, the chooser's split-K
                      (at most a quarter of the k stages)
     quantize_only    the activation quantizer alone (its GEMM is skipped, so its check fails):
@@ -103,6 +105,9 @@ def register() -> None:
         for split in (1, 2, 3, 4):
             api.register_backend(f"hopper_n{tokens}s{split}", _variant(True, split_k=split, tokens=tokens),
                                  hopper.is_available, programmatic=True)
+    for tokens, k_per_stage in ((128, 128), (128, 256), (176, 256), (192, 256), (208, 256), (224, 256), (256, 128)):
+        api.register_backend(f"hopper_n{tokens}k{k_per_stage}", _variant(True, tokens=tokens, k_per_stage=k_per_stage),
+                             hopper.is_available, programmatic=True)
     for k_per_stage in (128, 512):
         api.register_backend(f"hopper_ks{k_per_stage}", _variant(True, k_per_stage=k_per_stage), hopper.is_available,
                              programmatic=True)

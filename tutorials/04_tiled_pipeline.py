@@ -103,9 +103,12 @@ for name, (n, k) in {"llama3-8b qkv": (6144, 4096), "llama3-8b down": (4096, 143
 #   finish stores its registers into a workspace, and the last adds them to its own.
 # - **Mid M (33-128).** Tiles of 64 tokens (one token tile up to M = 64, so the weights are
 #   read once), split-K by the same rule as decode while tiles leave SMs idle.
-# - **Prefill (M >= 256).** Wide tiles (128, and 192 from M = 2048) reuse each dequantized
+# - **Prefill (M >= 256).** Wide tiles (128, and 176-224 from M = 2048) reuse each dequantized
 #   weight for many tokens. From M = 1024 there are enough tiles to fill the GPU without
 #   split-K; at M = 256 the down projection (only 64 tiles) still splits K in two.
+#   From M = 2048 the width is the one whose tiles fill the SMs' waves best, a wider tile
+#   counting as cheaper per token (`liquidref.tiling.prefill_tokens`): a last wave that leaves
+#   SMs idle costs as much as a full one.
 #
 # Every configuration takes as many ring stages (up to 8) as fit in the 227 KiB of shared
 # memory a CTA can have (wider token tiles need more activation bytes per stage, so fewer

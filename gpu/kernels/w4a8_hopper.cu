@@ -612,9 +612,9 @@ __global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, 
 }
 
 // The configurations choose_tile_config launches for K % 256 == 0 (n = 8, 16, 32, 64 up to
-// M = 128, 128 and 192 beyond; tests/gpu/test_compile.py checks the list against it), two odd
-// ones, and the ExCP ablation at decode, mid M and prefill, for the CPU-side compile, SASS and
-// ptxas checks. Both kernels take the same parameters.
+// M = 128, 128 up to M = 2047, 176-224 beyond; tests/gpu/test_compile.py checks the list against
+// it), two odd ones, and the ExCP ablation at decode, mid M and prefill, for the CPU-side
+// compile, SASS and ptxas checks. Both kernels take the same parameters.
 #define HOPPER_KERNEL_PARAMETERS                                                                  \
   const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*, \
       int*, int*, int, int, int, int, int
@@ -623,7 +623,10 @@ template __global__ void liquidref::hopper::w4a8_hopper<2, 16, 256, 8>(HOPPER_KE
 template __global__ void liquidref::hopper::w4a8_hopper<2, 32, 256, 8>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 256, 6>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 128, 256, 4>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 176, 256, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 192, 256, 3>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 208, 256, 3>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 224, 256, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 256, 128, 5>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<1, 24, 64, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8>(HOPPER_KERNEL_PARAMETERS);

@@ -93,14 +93,16 @@ def test_chosen_configuration_is_bit_exact(hopper_gpu, case):
     check_backend(_device_runner(hopper_gpu), case, _poisoned_host)
 
 
-@pytest.mark.parametrize("m", [2048, 2100])
-def test_prefill_configuration_is_bit_exact(hopper_gpu, m):
-    """M >= 2048 takes the n = 192 tiles; the drawn cases above stay below that."""
-    rng = np.random.default_rng(m)
-    W = rng.standard_normal((320, 768)).astype(np.float16)
+@pytest.mark.parametrize(("m", "n", "tokens"), [(2048, 320, 176), (2100, 320, 176), (4096, 4096, 208),
+                                               (2100, 8192, 224)])
+def test_prefill_configuration_is_bit_exact(hopper_gpu, m, n, tokens):
+    """M >= 2048 takes the widest tiles (n = 176-224, by prefill_tokens); the drawn cases above
+    stay below that."""
+    rng = np.random.default_rng(m + n)
+    W = rng.standard_normal((n, 768)).astype(np.float16)
     X = rng.standard_normal((m, 768)).astype(np.float16)
     w = liquidref.quantize_weight(W)
-    assert liquidref.choose_tile_config(m, 320, 768).tokens_per_cta == 192
+    assert liquidref.choose_tile_config(m, n, 768).tokens_per_cta == tokens
     got = api.linear(hopper_gpu.asarray(X), api.upload(w), backend="hopper")
     assert np.array_equal(hopper_gpu.asnumpy(got).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
 

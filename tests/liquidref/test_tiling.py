@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 from liquidref.tiling import (
     BARRIER_REGION_BYTES,
     DEFAULT_NUM_SMS,
+    PREFILL_TOKEN_COST,
     SHARED_MEMORY_LIMIT,
     WGMMA_S8_N,
     Segment,
     TileConfig,
     choose_tile_config,
     most_stages,
+    prefill_tokens,
 )
 
 
@@ -190,7 +192,7 @@ def test_choose_tile_config_is_always_valid(m, n_blocks, k_blocks, num_sms):
     assert k % c.k_per_stage == 0  # the kernel runs whole stages
     assert c.shared_memory_bytes <= SHARED_MEMORY_LIMIT
     assert c.stream_k_ctas == 0  # the Hopper kernel runs the classic grid
-    rows, tokens, splits = c.grid(m, n)
+    rows, tokens, splits = c.grid(max(m, 1), n)  # M = 0 is configured as M = 1
     tiles, k_stages = rows * tokens, c.k_stages(k)
     if m <= 64:  # decode and M <= 64 are never padded past the next of 8, 16, 32, 64 tokens
         assert c.tokens_per_cta == next(t for t in (8, 16, 32, 64) if t >= max(m, 1))
@@ -214,8 +216,38 @@ def test_decode_uses_split_k_and_small_n():
     assert choose_tile_config(16, 57344, 8192).split_k == 1  # 448 tiles: every SM busy already
     mid = choose_tile_config(64, 8192, 28672)  # 64 tiles of n = 64, each K split in two
     assert (mid.tokens_per_cta, mid.split_k) == (64, 2)
-    assert choose_tile_config(4096, 4096, 4096).tokens_per_cta == 192
+    assert choose_tile_config(4096, 4096, 4096).tokens_per_cta == 208  # prefill_tokens, below
     assert choose_tile_config(4096, 4096, 4096).k_per_stage == 256
+
+
+def _prefill_estimate(m, n, tokens, num_sms):
+    rows, token_tiles, _ = TileConfig(2, tokens, 64, 2).grid(m, n)
+    return -(-rows * token_tiles // num_sms) * tokens * PREFILL_TOKEN_COST[tokens]
+
+
+@given(st.integers(2048, 20000), st.integers(1, 1024), st.sampled_from([DEFAULT_NUM_SMS, 114, 78, 8]))
+def test_prefill_tokens_takes_the_least_estimated_time(m, n_blocks, num_sms):
+    """No candidate width has a smaller estimate (waves x n x cost per token), and the chooser
+    launches the chosen width at M >= 2048 with 256-k stages, three of which fit."""
+    n = 64 * n_blocks
+    tokens = prefill_tokens(m, n, num_sms)
+    assert tokens in PREFILL_TOKEN_COST
+    best = _prefill_estimate(m, n, tokens, num_sms)
+    assert all(best <= _prefill_estimate(m, n, t, num_sms) for t in PREFILL_TOKEN_COST)
+    config = choose_tile_config(m, n, 4096, num_sms)
+    assert (config.tokens_per_cta, config.k_per_stage, config.stages) == (tokens, 256, 3)
+
+
+def test_prefill_tokens_fills_the_waves():
+    """The measured cases (H100, docs/performance.md): Llama-3-8B down at M = 4096 has 32 row
+    tiles; n = 192 makes 704 tiles (5.33 waves on 132 SMs, the last a third full), n = 208 makes
+    640 (4.85 waves) and was 11 % faster; 70B gate_up (448 row tiles) fills its waves with any n
+    and takes the cheapest tile per token, n = 224; at M = 2048 8B down takes n = 176 (384 tiles,
+    2.9 waves, against 352 = 2.67 waves of n = 192: three waves either way, narrower tiles)."""
+    assert prefill_tokens(4096, 4096) == 208
+    assert prefill_tokens(4096, 57344) == 224
+    assert prefill_tokens(2048, 4096) == 176
+    assert prefill_tokens(2048, 10240) == 192  # 70B qkv: 880 tiles of n = 192, 6.67 waves
 
 
 @given(st.sampled_from(WGMMA_S8_N), st.sampled_from([64, 128, 256]), st.integers(2, 16),
