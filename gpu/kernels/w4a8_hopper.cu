@@ -12,13 +12,17 @@
 //
 // CTA = 1 load warpgroup + CWG compute warpgroups, tile = (64 * CWG) weight rows x BN tokens.
 //
-//   load WG (one thread)                compute WG c (128 threads, rows 64c .. 64c+63)
-//   ------------------------            -------------------------------------------------
-//   wait empty[s]                       wait full[s]
-//   expect_tx(full[s], bytes)           per 64-k block: LDS.128 codes, LDS.32 (s, a) word,
-//   bulk copy codes, meta  (per WG)       AND/SHR + IMAD + XOR -> 8 A registers (2 k32 steps)
-//   bulk copy X core matrices           wgmma m64nBNk32 x (KS/32), commit
-//   (ring of STAGES stages)             wait_group 1 -> the previous stage is retired: arrive empty
+//   load WG (n >= 64: warp 0 weights,      compute WG c (128 threads, rows 64c .. 64c+63)
+//            warp 1 X; else warp 0 both)
+//   ------------------------------------   ------------------------------------------------
+//   w: wait empty_w[s]                     wait full_w[s]
+//      expect_tx(full_w[s], bytes)         per 64-k block: LDS.128 codes, LDS.32 (s, a) word,
+//      bulk copy codes, meta (per WG)        AND/SHR + IMAD + XOR -> 8 A registers (2 k32 steps)
+//   x: wait empty_x[s]                     wait full_x[s]
+//      expect_tx(full_x[s], bytes)         wgmma m64nBNk32 x (KS/32), commit
+//      bulk copy X core matrices           wait_group 1 -> the previous stage is retired:
+//   (ring of STAGES slots, each slot         arrive empty_w[s - 1], empty_x[s - 1]
+//    with both halves)
 //
 // The two compute warpgroups never synchronize with each other: while one dequantizes, the
 // other's wgmma keeps the tensor core busy (the hardware interleaves them), and inside one
@@ -42,6 +46,7 @@ constexpr unsigned LOAD_WARPGROUP_REGISTERS = 40;
 constexpr unsigned COMPUTE_WARPGROUP_REGISTERS = 232;
 constexpr unsigned CORE_MATRIX_BYTES = ACT_CORE_ROWS * ACT_CORE_BYTES;  // 128: 8 token rows x 16 k-bytes
 constexpr unsigned SPLIT_K_BARRIER_ID = 1;   // named barrier among the compute warpgroups
+constexpr unsigned LOADERS_BARRIER_ID = 2;   // named barrier between the two load warps
 
 // ---- PTX wrappers ---------------------------------------------------------------------------
 
@@ -206,6 +211,11 @@ __device__ __forceinline__ __half epilogue(int acc, float s1, float s_x) {
   return __float2half_rn(__fmul_rn(__int2float_rn(acc), __fmul_rn(s1, s_x)));
 }
 
+// The weights and the activations of a stage are requested by two load warps in parallel from
+// n = 64 on (faster at M >= 64 on an H100: 70B qkv M = 64 28.7 -> 25.7 us, down M = 128 91 -> 79
+// us), by one warp in stage order below (that order measured 3-4 % faster at decode).
+constexpr int SPLIT_LOADERS_MIN_N = 64;
+
 template <int CWG, int BN, int KS, int STAGES>
 struct Config {
   static constexpr int BPS = KS / BLOCK_K;  // packed blocks per compute warpgroup per stage
@@ -217,18 +227,23 @@ struct Config {
   static constexpr int THREADS = (CWG + 1) * THREADS_PER_WARPGROUP;
   static_assert(KS % BLOCK_K == 0, "a stage holds whole 64-k blocks");
   static_assert(BN % 8 == 0 && BN >= 8 && BN <= 256, "wgmma n");
-  static_assert(2 * STAGES * 8 <= BARRIER_REGION_BYTES, "barriers fit their region");
+  static_assert(4 * STAGES * 8 <= BARRIER_REGION_BYTES, "barriers fit their region");
 };
 
 // ---- what both pipelines share: the CTA's tile, the load warp and the epilogue ---------------
 
 // The CTA's place in the problem and the addresses of its stage ring (the same ring layout for
-// both pipelines: codes, metadata and activations of each stage, BLOCKS row blocks of 64).
+// both pipelines: codes, metadata and activations of each stage, BLOCKS row blocks of 64). From
+// n = SPLIT_LOADERS_MIN_N on, a slot's weights (codes + metadata) and its activations are filled
+// and freed separately, each half with its own full and empty mbarrier; below, the _w barriers
+// cover the whole slot (x_full and x_empty name them) and the _x ones are unused.
+//   barrier region: full_w[STAGES] | full_x[STAGES] | empty_w[STAGES] | empty_x[STAGES]  (8 bytes each)
 template <int BLOCKS, int BN, int KS, int STAGES>
 struct Tile {
   using C = Config<BLOCKS, BN, KS, STAGES>;
+  static constexpr bool SPLIT_LOADERS = BN >= SPLIT_LOADERS_MIN_N;
   int first_row_block, active_blocks, first_group, loaded_groups, k_blocks, first_stage, n_stages;
-  unsigned full_bar, empty_bar, ring;  // full[s] at full_bar + 8 s, empty[s] at empty_bar + 8 s
+  unsigned full_w, full_x, empty_w, empty_x, ring;  // barrier of slot s: full_w + 8 s, ...
 
   __device__ Tile(const unsigned char* smem, int M, int N, int K, int split_k) {
     const int row_blocks = N / BLOCK_ROWS;
@@ -241,59 +256,114 @@ struct Tile {
     k_blocks = K / BLOCK_K;
     first_stage = blockIdx.z * k_stages / split_k;
     n_stages = (blockIdx.z + 1) * k_stages / split_k - first_stage;
-    full_bar = shared_address(smem);
-    empty_bar = full_bar + 8 * STAGES;
-    ring = full_bar + BARRIER_REGION_BYTES;
+    full_w = shared_address(smem);
+    full_x = full_w + 8 * STAGES;
+    empty_w = full_x + 8 * STAGES;
+    empty_x = empty_w + 8 * STAGES;
+    ring = full_w + BARRIER_REGION_BYTES;
+  }
+  // every barrier of the ring; the empty ones count `weight_consumers` / `activation_consumers`
+  __device__ void init_barriers(unsigned weight_consumers, unsigned activation_consumers) const {
+    for (int s = 0; s < STAGES; ++s) {
+      mbarrier_init(full_w + 8 * s, 1);  // the load warps' arrive.expect_tx
+      mbarrier_init(full_x + 8 * s, 1);
+      mbarrier_init(empty_w + 8 * s, weight_consumers);
+      mbarrier_init(empty_x + 8 * s, activation_consumers);
+    }
   }
   __device__ unsigned codes_at(int s, int rb) const { return ring + s * C::STAGE_BYTES + rb * C::BPS * BLOCK_BYTES; }
   __device__ unsigned meta_at(int s, int rb) const {
     return ring + s * C::STAGE_BYTES + C::CODES_BYTES + rb * C::BPS * META_BYTES_PER_BLOCK;
   }
   __device__ unsigned x_at(int s) const { return ring + s * C::STAGE_BYTES + C::CODES_BYTES + C::META_BYTES; }
+  // the barriers of slot s's activations
+  __device__ unsigned x_full(int s) const { return (SPLIT_LOADERS ? full_x : full_w) + 8 * s; }
+  __device__ unsigned x_empty(int s) const { return (SPLIT_LOADERS ? empty_x : empty_w) + 8 * s; }
 };
 
-// The load warp: for each stage, wait until its slot is free, expect its bytes on full[s] and
-// issue the bulk copies (lanes 0..BLOCKS-1: one row block's codes and metadata each; every lane:
-// some 8-token groups of activations). With `weight_prefetch` = P > 0 (a launch right after the
-// activation quantizer, with programmatic dependent launch) the weights of the first P stages are
-// requested before waiting for the quantizer's grid, so they stream while it finishes. P stays
-// small: one SM's copies complete roughly in issue order, and activations queued behind many
-// stages of weights would hold up the first wgmma.
+// The load warpgroup. Every stage slot has two halves:
+//   weights:     wait empty_w[s], expect_tx(full_w[s]), lanes 0..BLOCKS-1 copy one row block's
+//                codes and metadata each
+//   activations: wait empty_x[s], expect_tx(full_x[s]), every lane copies some 8-token groups
+// From n = SPLIT_LOADERS_MIN_N on, warp 0 streams the weights and warp 1 the activations, each
+// half on its own barriers and as far ahead as its half of the ring allows; below, warp 0
+// requests both halves stage by stage on the _w barriers (the weights' expect_tx counts both).
+// With `weight_prefetch` = P > 0 (a launch right after the activation quantizer, with
+// programmatic dependent launch) the weights of the first P stages are requested before waiting
+// for the quantizer's grid, so they stream while it finishes; the activations of those P stages
+// are requested before any more weights (one SM's copies complete roughly in issue order, and
+// the first wgmma needs both).
 template <int BLOCKS, int BN, int KS, int STAGES>
-__device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& t, unsigned lane,
-                                            const unsigned char* codes, const unsigned char* meta,
-                                            const signed char* x_tiled, int K, int weight_prefetch) {
+struct Loader {
   using C = Config<BLOCKS, BN, KS, STAGES>;
-  const unsigned stage_bytes =
-      t.active_blocks * C::BPS * (BLOCK_BYTES + META_BYTES_PER_BLOCK) + t.loaded_groups * KS * 8;
-  auto copy_weights = [&](int it) {
+  const Tile<BLOCKS, BN, KS, STAGES>& t;
+  unsigned lane;
+  const unsigned char* codes;
+  const unsigned char* meta;
+  const signed char* x_tiled;
+  int K;
+
+  __device__ unsigned activation_bytes() const { return t.loaded_groups * KS * 8; }
+
+  __device__ void weights(int it) const {
     const int s = it % STAGES;
-    if (lane == 0) mbarrier_arrive_expect_tx(t.full_bar + 8 * s, stage_bytes);
+    if (it >= STAGES) mbarrier_wait(t.empty_w + 8 * s, ((it / STAGES) - 1) & 1);
+    const unsigned bytes = t.active_blocks * C::BPS * (BLOCK_BYTES + META_BYTES_PER_BLOCK) +
+                           (t.SPLIT_LOADERS ? 0 : activation_bytes());
+    if (lane == 0) mbarrier_arrive_expect_tx(t.full_w + 8 * s, bytes);
     __syncwarp();
     const int k_block = (t.first_stage + it) * C::BPS;
     if (lane < static_cast<unsigned>(t.active_blocks)) {
       const size_t block = static_cast<size_t>(t.first_row_block + lane) * t.k_blocks + k_block;
-      bulk_copy(t.codes_at(s, lane), codes + block * BLOCK_BYTES, C::BPS * BLOCK_BYTES, t.full_bar + 8 * s);
+      bulk_copy(t.codes_at(s, lane), codes + block * BLOCK_BYTES, C::BPS * BLOCK_BYTES, t.full_w + 8 * s);
       bulk_copy(t.meta_at(s, lane), meta + block * META_BYTES_PER_BLOCK, C::BPS * META_BYTES_PER_BLOCK,
-                t.full_bar + 8 * s);
+                t.full_w + 8 * s);
     }
-  };
-  auto copy_activations = [&](int it) {
+  }
+
+  __device__ void activations(int it) const {  // (without SPLIT_LOADERS: after weights(it))
     const int s = it % STAGES;
+    if (t.SPLIT_LOADERS) {
+      if (it >= STAGES) mbarrier_wait(t.empty_x + 8 * s, ((it / STAGES) - 1) & 1);
+      if (lane == 0) mbarrier_arrive_expect_tx(t.full_x + 8 * s, activation_bytes());
+      __syncwarp();
+    }
     for (int g = lane; g < t.loaded_groups; g += 32) {
       const size_t chunk = static_cast<size_t>(t.first_group + g) * (K / 16) + (t.first_stage + it) * (KS / 16);
-      bulk_copy(t.x_at(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, t.full_bar + 8 * s);
+      bulk_copy(t.x_at(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, t.x_full(s));
     }
-  };
+  }
+};
+
+// Called by every thread of the load warpgroup.
+template <int BLOCKS, int BN, int KS, int STAGES>
+__device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& t, unsigned thread,
+                                            const unsigned char* codes, const unsigned char* meta,
+                                            const signed char* x_tiled, int K, int weight_prefetch) {
+  const Loader<BLOCKS, BN, KS, STAGES> load{t, thread % 32, codes, meta, x_tiled, K};
+  const int warp = thread / 32;
   const int prefetch = min(t.n_stages, min(weight_prefetch, STAGES));
-  for (int it = 0; it < prefetch; ++it) copy_weights(it);
-  wait_for_producer_grid();
-  for (int it = 0; it < t.n_stages; ++it) {
-    if (it >= prefetch) {
-      if (it >= STAGES) mbarrier_wait(t.empty_bar + 8 * (it % STAGES), ((it / STAGES) - 1) & 1);
-      copy_weights(it);
+  if constexpr (Tile<BLOCKS, BN, KS, STAGES>::SPLIT_LOADERS) {
+    if (warp == 0) {
+      for (int it = 0; it < prefetch; ++it) load.weights(it);
+      wait_for_producer_grid();
+      // warp 1 has requested the activations of the prefetched stages
+      asm volatile("bar.sync %0, %1;" ::"n"(LOADERS_BARRIER_ID), "n"(64) : "memory");
+      for (int it = prefetch; it < t.n_stages; ++it) load.weights(it);
+    } else if (warp == 1) {
+      wait_for_producer_grid();  // the quantizer writes x_tiled
+      for (int it = 0; it < t.n_stages; ++it) {
+        load.activations(it);
+        if (it + 1 == max(prefetch, 1)) asm volatile("bar.arrive %0, %1;" ::"n"(LOADERS_BARRIER_ID), "n"(64) : "memory");
+      }
     }
-    copy_activations(it);
+  } else if (warp == 0) {
+    for (int it = 0; it < prefetch; ++it) load.weights(it);
+    wait_for_producer_grid();
+    for (int it = 0; it < t.n_stages; ++it) {
+      if (it >= prefetch) load.weights(it);
+      load.activations(it);
+    }
   }
 }
 
@@ -396,12 +466,12 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
   const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
   const Tile<CWG, BN, KS, STAGES> t(smem, M, N, K, split_k);
+  constexpr bool SPLIT_LOADERS = Tile<CWG, BN, KS, STAGES>::SPLIT_LOADERS;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; ++s) {
-      mbarrier_init(t.full_bar + 8 * s, 1);
-      mbarrier_init(t.empty_bar + 8 * s, t.active_blocks);  // one arrival per compute warpgroup
-    }
+    // each half of a slot: one arrival per compute warpgroup, once its wgmmas of the stage are
+    // done (freeing the weights right after the dequant measured no faster)
+    t.init_barriers(t.active_blocks, t.active_blocks);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -409,7 +479,7 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   if (warpgroup == 0) {
     // ---------------- load warpgroup: one warp issues the bulk copies ----------------
     if constexpr (CWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(LOAD_WARPGROUP_REGISTERS));
-    if (thread < 32) load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
+    load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
     return;
   }
 
@@ -430,13 +500,18 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 
   auto step = [&](int it, unsigned (&a)[KS / 32][4]) {
     const int s = it % STAGES;
-    mbarrier_wait(t.full_bar + 8 * s, (it / STAGES) & 1);
+    const unsigned parity = (it / STAGES) & 1;
+    mbarrier_wait(t.full_w + 8 * s, parity);
     const unsigned char* stage_base = smem + BARRIER_REGION_BYTES + s * C::STAGE_BYTES;
     load_and_dequant<C::BPS>(stage_base + cw * C::BPS * BLOCK_BYTES,
                              stage_base + C::CODES_BYTES + cw * C::BPS * META_BYTES_PER_BLOCK, thread, a);
+    if constexpr (SPLIT_LOADERS) mbarrier_wait(t.full_x + 8 * s, parity);
     mma_stage<BN, KS, CHAINS>(chains, a, t.x_at(s));
-    wgmma_wait<1>();  // the previous stage's wgmmas are done: its smem and A buffer are free
-    if (it > 0 && thread == 0) mbarrier_arrive(t.empty_bar + 8 * ((it - 1) % STAGES));
+    wgmma_wait<1>();  // the previous stage's wgmmas are done: its slot and A buffer are free
+    if (it > 0 && thread == 0) {
+      mbarrier_arrive(t.empty_w + 8 * ((it - 1) % STAGES));
+      if constexpr (SPLIT_LOADERS) mbarrier_arrive(t.empty_x + 8 * ((it - 1) % STAGES));
+    }
   };
   int it = 0;
 #pragma unroll 1
@@ -503,7 +578,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
                      int* __restrict__ tile_counters, int M, int N, int K, int split_k, int weight_prefetch) {
   using C = Config<2, BN, KS, STAGES>;
   static_assert(BN <= 128, "one MMA warpgroup holds both row blocks' accumulators");
-  static_assert(2 * (STAGES + EXCP_A_SLOTS) * 8 <= BARRIER_REGION_BYTES, "barriers fit their region");
+
   constexpr unsigned A_BLOCK_BYTES = BLOCK_ROWS * KS;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int is_last_split;
@@ -511,15 +586,14 @@ __global__ void __launch_bounds__(3 * 128, 1)
   const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
   const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
   const Tile<2, BN, KS, STAGES> t(smem, M, N, K, split_k);
-  const unsigned a_full_bar = t.empty_bar + 8 * STAGES;
+  __shared__ __align__(8) unsigned long long a_barriers[2 * EXCP_A_SLOTS];  // a_full[], a_empty[]
+  const unsigned a_full_bar = shared_address(a_barriers);
   const unsigned a_empty_bar = a_full_bar + 8 * EXCP_A_SLOTS;
   const unsigned a_ring = t.ring + STAGES * C::STAGE_BYTES;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; ++s) {
-      mbarrier_init(t.full_bar + 8 * s, 1);
-      mbarrier_init(t.empty_bar + 8 * s, THREADS_PER_WARPGROUP + 1);  // dequant threads + MMA leader
-    }
+    // weights: the dequant threads; activations: the MMA leader (on empty_w too without split loaders)
+    t.init_barriers(THREADS_PER_WARPGROUP + (t.SPLIT_LOADERS ? 0 : 1), 1);
     for (int a = 0; a < EXCP_A_SLOTS; ++a) {
       mbarrier_init(a_full_bar + 8 * a, THREADS_PER_WARPGROUP);
       mbarrier_init(a_empty_bar + 8 * a, 1);
@@ -529,14 +603,14 @@ __global__ void __launch_bounds__(3 * 128, 1)
   __syncthreads();
 
   if (warpgroup == 0) {  // ---------------- load warpgroup: as in w4a8_hopper ----------------
-    if (thread < 32) load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
+    load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
     return;
   }
 
   if (warpgroup == 1) {  // ---------------- dequant warpgroup ----------------
     for (int it = 0; it < t.n_stages; ++it) {
       const int s = it % STAGES, a = it % EXCP_A_SLOTS;
-      mbarrier_wait(t.full_bar + 8 * s, (it / STAGES) & 1);
+      mbarrier_wait(t.full_w + 8 * s, (it / STAGES) & 1);
       if (it >= EXCP_A_SLOTS) mbarrier_wait(a_empty_bar + 8 * a, ((it / EXCP_A_SLOTS) - 1) & 1);
       const unsigned char* stage_base = smem + BARRIER_REGION_BYTES + s * C::STAGE_BYTES;
       for (int rb = 0; rb < t.active_blocks; ++rb) {
@@ -545,7 +619,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
                                  stage_base + C::CODES_BYTES + rb * C::BPS * META_BYTES_PER_BLOCK, thread, regs);
         store_a_fragments<BN, KS>(a_ring + a * 2 * A_BLOCK_BYTES + rb * A_BLOCK_BYTES, thread, regs);
       }
-      mbarrier_arrive(t.empty_bar + 8 * s);  // this thread has read the stage's codes and metadata
+      mbarrier_arrive(t.empty_w + 8 * s);  // this thread has read the stage's codes and metadata
       asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // st.shared -> wgmma reads
       mbarrier_arrive(a_full_bar + 8 * a);
     }
@@ -561,7 +635,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
     for (int i = 0; i < BN / 2; ++i) acc[rb][i] = 0;
   for (int it = 0; it < t.n_stages; ++it) {
     const int s = it % STAGES, a = it % EXCP_A_SLOTS;
-    mbarrier_wait(t.full_bar + 8 * s, (it / STAGES) & 1);
+    mbarrier_wait(t.x_full(s), (it / STAGES) & 1);
     mbarrier_wait(a_full_bar + 8 * a, (it / EXCP_A_SLOTS) & 1);
     // one straight-line wgmma sequence per case (a branch between wgmmas makes ptxas fence them)
     auto mma_block = [&](int rb, int j) {
@@ -583,7 +657,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
     wgmma_commit();
     wgmma_wait<1>();  // the previous stage's wgmmas are done: its X and A slot are free
     if (it > 0 && thread == 0) {
-      mbarrier_arrive(t.empty_bar + 8 * ((it - 1) % STAGES));
+      mbarrier_arrive(t.x_empty((it - 1) % STAGES));
       mbarrier_arrive(a_empty_bar + 8 * ((it - 1) % EXCP_A_SLOTS));
     }
   }
