@@ -21,7 +21,7 @@
 //   x: wait empty_x[s]                     wait full_x[s]
 //      expect_tx(full_x[s], bytes)         wgmma m64nBNk32 x (KS/32), commit
 //      bulk copy X core matrices           wait_group 1 -> the previous stage is retired:
-//   (ring of STAGES slots, each slot         arrive empty_w[s - 1], empty_x[s - 1]
+//   (ring of STAGES slots, each slot         each warp: arrive empty_w[s - 1], empty_x[s - 1]
 //    with both halves)
 //
 // The two compute warpgroups never synchronize with each other: while one dequantizes, the
@@ -469,9 +469,9 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   constexpr bool SPLIT_LOADERS = Tile<CWG, BN, KS, STAGES>::SPLIT_LOADERS;
 
   if (threadIdx.x == 0) {
-    // each half of a slot: one arrival per compute warpgroup, once its wgmmas of the stage are
-    // done (freeing the weights right after the dequant measured no faster)
-    t.init_barriers(t.active_blocks, t.active_blocks);
+    // each half of a slot: one arrival per compute warp, once its wgmmas of the stage are done
+    // (freeing the weights right after the dequant measured no faster)
+    t.init_barriers(4 * t.active_blocks, 4 * t.active_blocks);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -508,7 +508,11 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
     if constexpr (SPLIT_LOADERS) mbarrier_wait(t.full_x + 8 * s, parity);
     mma_stage<BN, KS, CHAINS>(chains, a, t.x_at(s));
     wgmma_wait<1>();  // the previous stage's wgmmas are done: its slot and A buffer are free
-    if (it > 0 && thread == 0) {
+    // Each warp frees the previous slot once all its lanes are past their reads of it: the
+    // __syncwarp orders the lanes' LDS before lane 0's arrive (release), which the load warp's
+    // wait (acquire) orders before the slot's next bulk copy.
+    __syncwarp();
+    if (it > 0 && thread % 32 == 0) {
       mbarrier_arrive(t.empty_w + 8 * ((it - 1) % STAGES));
       if constexpr (SPLIT_LOADERS) mbarrier_arrive(t.empty_x + 8 * ((it - 1) % STAGES));
     }

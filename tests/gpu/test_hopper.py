@@ -13,6 +13,15 @@ Memory and race checking on the GPU (a Firecracker machine), from the repository
         -k sanitizer_case -p no:cacheprovider
     compute-sanitizer --tool racecheck python3 -m pytest -x -q tests/gpu/test_hopper.py \
         -k sanitizer_case -p no:cacheprovider
+
+memcheck and synccheck report 0 errors. racecheck reports hazards between a stage slot's bulk
+copy (the load warp's write) and the compute warps' LDS of the same slot one ring round earlier,
+once the ring wraps (these cases have 4 stages per split on a ring of 3). We read them as false
+positives: the copy is issued only after the load warp's mbarrier wait on the slot's empty
+barrier, which every compute warp's lane 0 arrives on after a __syncwarp that follows the
+lanes' reads; racecheck does not seem to pair mbarrier phases with bulk-copy writes (it
+reported the same hazards with one arrival per warpgroup, before that __syncwarp). The GPU
+property tests, whose rings wrap too, stay bit-exact.
 """
 
 from __future__ import annotations
@@ -182,16 +191,18 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), weight_prefetch=-1)
 
 
+@pytest.mark.parametrize("tokens", [16, 64], ids=["one_load_warp", "two_load_warps"])
 @pytest.mark.parametrize("variant", ["hopper", "hopper_excp"])
 @pytest.mark.parametrize("programmatic", [False, True], ids=["plain", "programmatic"])
-def test_sanitizer_case(hopper_gpu, variant, programmatic):
+def test_sanitizer_case(hopper_gpu, variant, programmatic, tokens):
     """A small split-K GEMM with a partial token group and a half row tile (N = 192), launched
     plainly and right after the quantizer with programmatic dependent launch (prefetching two
-    stages of weights), for compute-sanitizer (see above)."""
-    config = TileConfig(2, 16, 128, 3, 2)
+    stages of weights), for compute-sanitizer (see above); n = 16 has one load warp, n = 64 two
+    (weights and activations on their own barriers)."""
+    config = TileConfig(2, tokens, 128, 3, 2)
     rng = np.random.default_rng(11)
-    W = rng.standard_normal((192, 512)).astype(np.float16)
-    X = rng.standard_normal((13, 512)).astype(np.float16)
+    W = rng.standard_normal((192, 1024)).astype(np.float16)  # 4 stages per split: the ring wraps
+    X = rng.standard_normal((13, 1024)).astype(np.float16)
     w = liquidref.quantize_weight(W)
     dw = api.upload(w)
     out = hopper_gpu.empty((13, 192), hopper_gpu.float16)
