@@ -21,7 +21,8 @@ positives: the copy is issued only after the load warp's mbarrier wait on the sl
 barrier, which every compute warp's lane 0 arrives on after a __syncwarp that follows the
 lanes' reads; racecheck does not seem to pair mbarrier phases with bulk-copy writes (it
 reported the same hazards with one arrival per warpgroup, before that __syncwarp). The GPU
-property tests, whose rings wrap too, stay bit-exact.
+property tests, whose rings wrap too, stay bit-exact, and test_hopper_ring_protocol.py checks
+every interleaving of a model of the protocol for races and deadlocks (CPU).
 """
 
 from __future__ import annotations
