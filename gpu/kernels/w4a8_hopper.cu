@@ -47,6 +47,8 @@ constexpr unsigned COMPUTE_WARPGROUP_REGISTERS = 232;
 constexpr unsigned CORE_MATRIX_BYTES = ACT_CORE_ROWS * ACT_CORE_BYTES;  // 128: 8 token rows x 16 k-bytes
 constexpr unsigned SPLIT_K_BARRIER_ID = 1;   // named barrier among the compute warpgroups
 constexpr unsigned LOADERS_BARRIER_ID = 2;   // named barrier between the two load warps
+constexpr unsigned WARP_LANES = 32;
+constexpr unsigned WARPS_PER_WARPGROUP = THREADS_PER_WARPGROUP / WARP_LANES;
 
 // ---- PTX wrappers ---------------------------------------------------------------------------
 
@@ -340,21 +342,21 @@ template <int BLOCKS, int BN, int KS, int STAGES>
 __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& t, unsigned thread,
                                             const unsigned char* codes, const unsigned char* meta,
                                             const signed char* x_tiled, int K, int weight_prefetch) {
-  const Loader<BLOCKS, BN, KS, STAGES> load{t, thread % 32, codes, meta, x_tiled, K};
-  const int warp = thread / 32;
+  const Loader<BLOCKS, BN, KS, STAGES> load{t, thread % WARP_LANES, codes, meta, x_tiled, K};
+  const int warp = thread / WARP_LANES;
   const int prefetch = min(t.n_stages, min(weight_prefetch, STAGES));
   if constexpr (Tile<BLOCKS, BN, KS, STAGES>::SPLIT_LOADERS) {
     if (warp == 0) {
       for (int it = 0; it < prefetch; ++it) load.weights(it);
       wait_for_producer_grid();
       // warp 1 has requested the activations of the prefetched stages
-      asm volatile("bar.sync %0, %1;" ::"n"(LOADERS_BARRIER_ID), "n"(64) : "memory");
+      asm volatile("bar.sync %0, %1;" ::"n"(LOADERS_BARRIER_ID), "n"(2 * WARP_LANES) : "memory");
       for (int it = prefetch; it < t.n_stages; ++it) load.weights(it);
     } else if (warp == 1) {
       wait_for_producer_grid();  // the quantizer writes x_tiled
       for (int it = 0; it < t.n_stages; ++it) {
         load.activations(it);
-        if (it + 1 == max(prefetch, 1)) asm volatile("bar.arrive %0, %1;" ::"n"(LOADERS_BARRIER_ID), "n"(64) : "memory");
+        if (it + 1 == max(prefetch, 1)) asm volatile("bar.arrive %0, %1;" ::"n"(LOADERS_BARRIER_ID), "n"(2 * WARP_LANES) : "memory");
       }
     }
   } else if (warp == 0) {
@@ -471,13 +473,13 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   if (threadIdx.x == 0) {
     // each half of a slot: one arrival per compute warp, once its wgmmas of the stage are done
     // (freeing the weights right after the dequant measured no faster)
-    t.init_barriers(4 * t.active_blocks, 4 * t.active_blocks);
+    t.init_barriers(WARPS_PER_WARPGROUP * t.active_blocks, WARPS_PER_WARPGROUP * t.active_blocks);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
 
   if (warpgroup == 0) {
-    // ---------------- load warpgroup: one warp issues the bulk copies ----------------
+    // ---------------- load warpgroup: one or two warps issue the bulk copies ----------------
     if constexpr (CWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(LOAD_WARPGROUP_REGISTERS));
     load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
     return;
@@ -512,7 +514,7 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
     // __syncwarp orders the lanes' LDS before lane 0's arrive (release), which the load warp's
     // wait (acquire) orders before the slot's next bulk copy.
     __syncwarp();
-    if (it > 0 && thread % 32 == 0) {
+    if (it > 0 && thread % WARP_LANES == 0) {
       mbarrier_arrive(t.empty_w + 8 * ((it - 1) % STAGES));
       if constexpr (SPLIT_LOADERS) mbarrier_arrive(t.empty_x + 8 * ((it - 1) % STAGES));
     }

@@ -36,7 +36,9 @@ import itertools
 
 import pytest
 
-WARPS_PER_WARPGROUP = 4
+from liquidref.constants import THREADS_PER_WARPGROUP
+
+WARPS_PER_WARPGROUP = THREADS_PER_WARPGROUP // 32  # each compute warp arrives on the empty barriers
 WEIGHT_BYTES, ACTIVATION_BYTES = 3, 5  # any two distinct positive sizes
 
 # Deliberately wrong protocols and the violation the checker must report for each.
@@ -63,12 +65,14 @@ def _programs(stages, n_stages, warpgroups, split, prefetch, mutant):
     """Straight-line instruction lists of every thread group, built as the kernel's loops run."""
     S, P = stages, min(n_stages, prefetch, stages)
 
+    def empty_parity(it):  # the phase of slot it % S's empty barrier that frees it for stage it
+        return (it // S) & 1 if mutant == "empty_parity_off_by_one" else ((it // S) - 1) & 1
+
     def weights(it):
         s = it % S
         ops = []
         if it >= S:
-            parity = (it // S) & 1 if mutant == "empty_parity_off_by_one" else ((it // S) - 1) & 1
-            ops.append(("wait", "empty_w", s, parity))
+            ops.append(("wait", "empty_w", s, empty_parity(it)))
         ops.append(("expect", "full_w", s, WEIGHT_BYTES + (0 if split else ACTIVATION_BYTES)))
         ops.append(("copy", "w", s, it, "full_w", WEIGHT_BYTES))
         return ops
@@ -79,8 +83,7 @@ def _programs(stages, n_stages, warpgroups, split, prefetch, mutant):
             return [("copy", "x", s, it, "full_w", ACTIVATION_BYTES)]
         ops = []
         if it >= S:
-            parity = (it // S) & 1 if mutant == "empty_parity_off_by_one" else ((it // S) - 1) & 1
-            ops.append(("wait", "empty_x", s, parity))
+            ops.append(("wait", "empty_x", s, empty_parity(it)))
         ops.append(("expect", "full_x", s, ACTIVATION_BYTES))
         ops.append(("copy", "x", s, it, "full_x", ACTIVATION_BYTES))
         return ops
