@@ -41,19 +41,25 @@ QUANTIZE_MIN_THREADS = 128
 QUANTIZE_MAX_THREADS = 1024  # QUANT_MAX_THREADS in quantize_act.cu (tested)
 QUANTIZE_ROWS_PER_SM_TARGET = 2  # with fewer rows than 2 per SM, rows get more threads
 QUANTIZE_MIN_CHUNKS_PER_SLICE = 64  # 16-k chunks: a slice of a row is at least 1024 k
+SM_MAX_THREADS = 2048  # resident threads per SM (sm_80, sm_90); the quantizer's <= 32 registers
+                       # per thread never bind before it (tests/gpu/test_compile.py checks them)
 
 
 def quantize_slices(rows: int, k: int, num_sms: int = 132) -> int:
     """CTAs per row of the activation quantizer (each quantizes one slice of the row's chunks).
 
     With fewer rows than about two per SM, a row is cut into slices of at least 64 chunks
-    (1024 k) until the rows fill the SMs; many rows get one CTA each.
+    (1024 k) until the rows fill the SMs; many rows get one CTA each. The slices never make
+    more CTAs than the SMs hold at once (``quantize_threads`` per CTA): a second wave of CTAs,
+    each reading its whole row for the amax, would double the quantizer's time.
     """
     if rows >= QUANTIZE_ROWS_PER_SM_TARGET * num_sms:
         return 1
     chunks = -(-k // ACT_CORE_BYTES)
     wanted = -(-QUANTIZE_ROWS_PER_SM_TARGET * num_sms // max(rows, 1))
-    return max(1, min(wanted, chunks // QUANTIZE_MIN_CHUNKS_PER_SLICE))
+    resident = SM_MAX_THREADS // quantize_threads(rows, k, num_sms) * num_sms
+    one_wave = resident // max(rows, 1)
+    return max(1, min(wanted, one_wave, chunks // QUANTIZE_MIN_CHUNKS_PER_SLICE))
 
 
 def quantize_threads(rows: int, k: int, num_sms: int = 132) -> int:

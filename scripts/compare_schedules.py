@@ -21,6 +21,10 @@ Variants:
                      what the quantizer costs inside an end-to-end call
     hopper_chooser0  the chooser of commit 300eb25 (before split-K partials became plain stores:
                      n = 32 for mid M with few tiles, wide tiles split only into >= 16 stages)
+    hopper_qold      the quantizer's grid before the one-wave cap (gpu.api.quantize_slices)
+    hopper_qcap<C>   the quantizer's grid capped at C CTAs per SM (qcap1, qcap05 = 0.5)
+    quantize_only_q* the quantizer alone, launched as in hopper_q*
+    gemm_only        the GEMM alone (plain launch) on activations quantized once per input
     hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
                      older kernel source with the launch signature of commit ce4b231), launched
                      like the kernel (programmatic) with the chooser's config
@@ -91,7 +95,68 @@ def _previous_kernel_run(x_tiled, s_x, m, dw, out, programmatic=False):
     hopper._launch(kernel, config, config.shared_memory_bytes, x_tiled, s_x, m, dw, out, programmatic, prefetch)
 
 
+def quantize_slices_before(rows: int, k: int, num_sms: int = 132) -> int:
+    """gpu.api.quantize_slices before the one-wave cap (a control)."""
+    if rows >= api.QUANTIZE_ROWS_PER_SM_TARGET * num_sms:
+        return 1
+    chunks = -(-k // 16)
+    wanted = -(-api.QUANTIZE_ROWS_PER_SM_TARGET * num_sms // max(rows, 1))
+    return max(1, min(wanted, chunks // api.QUANTIZE_MIN_CHUNKS_PER_SLICE))
+
+
+def quantize_slices_capped(ctas_per_sm: float):
+    """gpu.api.quantize_slices, further capped at ``ctas_per_sm`` x 132 CTAs in all."""
+    base = api.quantize_slices  # the rule itself, not the patched name this replaces
+
+    def slices(rows: int, k: int, num_sms: int = 132) -> int:
+        return max(1, min(base(rows, k, num_sms), int(ctas_per_sm * num_sms) // max(rows, 1)))
+
+    return slices
+
+
+# backend name -> (GEMM backend, quantizer slices rule)
+QUANTIZER_VARIANTS = {
+    "hopper_qold": ("hopper", quantize_slices_before),
+    "hopper_qcap1": ("hopper", quantize_slices_capped(1)),
+    "hopper_qcap05": ("hopper", quantize_slices_capped(0.5)),
+    "quantize_only_qold": ("quantize_only", quantize_slices_before),
+    "quantize_only_qcap1": ("quantize_only", quantize_slices_capped(1)),
+    "quantize_only_qcap05": ("quantize_only", quantize_slices_capped(0.5)),
+}
+
+
+_quantized: dict = {}
+
+
+def _patch_linear_for_gemm_only() -> None:
+    """``api.linear(X, dw, backend="gemm_only")`` runs only the GEMM (hopper, plain launch) on
+    activations quantized once per X (cached): what the GEMM costs without the quantizer."""
+    linear = api.linear
+
+    def patched(X, dw, backend="auto", check_finite=True, out=None):
+        if backend in QUANTIZER_VARIANTS:
+            gemm, slices = QUANTIZER_VARIANTS[backend]
+            saved, api.quantize_slices = api.quantize_slices, slices
+            try:
+                return linear(X, dw, backend=gemm, check_finite=check_finite, out=out)
+            finally:
+                api.quantize_slices = saved
+        if backend != "gemm_only":
+            return linear(X, dw, backend=backend, check_finite=check_finite, out=out)
+        key = (X.data.ptr, X.shape)
+        if key not in _quantized:
+            _quantized[key] = api.quantize_activation_tiled(X, check_finite=False)
+        x_tiled, s_x = _quantized[key]
+        return api.gemm_tiled(x_tiled, s_x, X.shape[0], dw, backend="hopper", out=out)
+
+    api.linear = patched
+
+
 def register() -> None:
+    _patch_linear_for_gemm_only()
+    api.register_backend("gemm_only", lambda *args, **kwargs: None, hopper.is_available)
+    for name in QUANTIZER_VARIANTS:
+        api.register_backend(name, lambda *args, **kwargs: None, hopper.is_available)
     api.register_backend("hopper_no_pdl", _variant(False), hopper.is_available)
     api.register_backend("hopper_chooser0", _variant(True, chooser=chooser_300eb25), hopper.is_available,
                          programmatic=True)

@@ -259,6 +259,18 @@ def test_quantizer_slices_cut_long_rows_only_when_rows_are_few():
             assert slices >= 1 and (slices == 1 or k // 16 // slices >= api.QUANTIZE_MIN_CHUNKS_PER_SLICE)
 
 
+def test_quantizer_slices_fit_in_one_wave():
+    # a second wave of CTAs would double the quantizer's time (70B down at M = 64: 10.0 -> 7.4 us)
+    assert api.quantize_slices(16, 28672) == 16  # 16 x 16 CTAs of 1024 threads <= 2 per SM x 132
+    assert api.quantize_slices(64, 28672) == 4
+    for num_sms in (132, 78):
+        for rows in range(1, 300, 7):
+            for k in (16, 1024, 4096, 8192, 14336, 28672):
+                slices = api.quantize_slices(rows, k, num_sms)
+                per_sm = api.SM_MAX_THREADS // api.quantize_threads(rows, k, num_sms)
+                assert slices == 1 or rows * slices <= per_sm * num_sms
+
+
 def test_user_api_at_the_package_top_level_without_cupy():
     import gpu
 

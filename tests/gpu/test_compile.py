@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu import runtime
+from gpu import api, runtime
 
 KERNEL_SOURCES = sorted(p.name for p in runtime.KERNELS_DIR.glob("*.cu"))
 _CONTAIN_RE = re.compile(r"^//\s*SASS must contain:(.*)$", re.MULTILINE)
@@ -222,6 +222,16 @@ def test_no_local_memory_or_spills(source, arch, build_dir):
             f"{source} ({arch}) {function}: {info}"
         )
         print(f"{source} {arch} {function}: {info.get('registers')} registers")
+
+
+@pytest.mark.parametrize("arch", runtime.source_archs(api.QUANTIZE_SOURCE))
+def test_quantizer_registers_never_limit_its_ctas_per_sm(arch, build_dir):
+    """gpu.api.quantize_slices counts the quantizer's CTAs per SM by threads alone (2048 per SM):
+    true while a thread needs at most 65536 / 2048 = 32 registers."""
+    report = ptxas_report(compile_sass(api.QUANTIZE_SOURCE, arch, build_dir)[0])
+    assert report
+    for function, info in report.items():
+        assert info["registers"] <= 65536 // api.SM_MAX_THREADS, (function, info)
 
 
 def test_hopper_wgmmas_are_never_serialized(build_dir):
