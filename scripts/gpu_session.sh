@@ -10,7 +10,8 @@
 #   BENCH_ARGS       extra options of `liquidref bench` (e.g. "--quick", "--shapes llama2-70b")
 #   SKIP_TESTS=1     leave out the GPU property tests
 #   SKIP_BENCH=1     leave out the benchmark
-#   SANITIZE=1       add a compute-sanitizer memcheck of every backend on a small shape
+#   SANITIZE=1       add a compute-sanitizer memcheck of every backend on a small shape, and
+#                    racecheck on scripts/racecheck_probe.py (can racecheck judge a bulk-copy ring?)
 #   SESSION_SECONDS  the whole session's budget (default 540; the device allows 600 per command):
 #                    the benchmark gets what is left, at most BENCH_SECONDS (default 360)
 #   TEST_SECONDS     time limit of the GPU tests (default 240; less when the session budget is short)
@@ -171,6 +172,20 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
       "$PY" -m gpu.bench --build-only --shapes 128x512 --m 5,16,64
     rc=$?
     finish_step sanitize $rc $start "$(grep -E 'ERROR SUMMARY' "$STEP_OUTPUT" | tail -n 1)"
+    # racecheck on the smallest bulk-copy ring, correct and racy (scripts/racecheck_probe.py):
+    # whether racecheck can judge the kernel's ring at all. The step fails only if the correct
+    # probe does not run or sums wrong.
+    say "=== compute-sanitizer racecheck of scripts/racecheck_probe.py (correct, early)"
+    start=$SECONDS
+    detail=""
+    rc=0
+    for mode in correct early; do
+      logged "$LOG" 60 "$SANITIZER" --tool racecheck "$PY" scripts/racecheck_probe.py "$mode"
+      mode_rc=$?
+      [ "$mode" = correct ] && rc=$mode_rc
+      detail+="$mode: $(grep -oE 'RACECHECK SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | cut -c 20-) "
+    done
+    finish_step racecheck $rc $start "$detail"
   fi
 else
   skip_step sanitize "SANITIZE=1 to run"

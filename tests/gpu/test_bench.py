@@ -999,6 +999,7 @@ case "$*" in
   "-") cat >/dev/null; echo "python stub"; exit 0 ;;
   *"--render-summary"*) echo "STUB SUMMARY of $3"; exit 0 ;;
   *"--build-only"*) echo "build: 1.0 s in all; 0 failures"; exit "${STUB_BUILD_RC:-0}" ;;
+  *"racecheck_probe.py"*) echo "racecheck_probe ${*: -1}: sums correct"; exit "${STUB_PROBE_RC:-0}" ;;
   "-m pytest"*) echo "CI=$CI"; echo "${STUB_TEST_OUT:-3 passed, 1 skipped in 0.50s}"; exit "${STUB_TEST_RC:-0}" ;;
   "-m gpu.bench --out"*)
     mkdir -p "$4"; echo '{"schema": 1}' > "$4/bench.json"; echo "table" > "$4/bench.txt"
@@ -1087,6 +1088,36 @@ def test_session_build_timeout_skips_the_later_gpu_steps(tmp_path):
     for step in ("tests", "sanitize", "bench"):
         assert "build timed out" in _step(done.stdout, step)
     assert not any(c.startswith("-m pytest") or "--out" in c for c in calls)
+
+
+SANITIZER_STUB = r"""#!/usr/bin/env bash
+# A stand-in compute-sanitizer: runs the program after its options, then prints a summary.
+tool="$2"
+while [ "${1#--}" != "$1" ]; do shift 2; done
+"$@"
+rc=$?
+if [ "$tool" = racecheck ]; then echo "========= RACECHECK SUMMARY: 3 hazards displayed (3 errors, 0 warnings)"
+else echo "========= ERROR SUMMARY: 0 errors"; fi
+exit $rc
+"""
+
+
+def test_session_sanitize_runs_memcheck_and_the_racecheck_probe(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    sanitizer = bin_dir / "compute-sanitizer"
+    sanitizer.write_text(SANITIZER_STUB)
+    sanitizer.chmod(sanitizer.stat().st_mode | stat.S_IEXEC)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    done, calls, _ = _run_session(tmp_path / "ok", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ERROR SUMMARY: 0 errors" in _step(done.stdout, "sanitize")
+    racecheck = _step(done.stdout, "racecheck")
+    assert "correct: 3 hazards" in racecheck and "early: 3 hazards" in racecheck
+    assert [c.split()[-1] for c in calls if "racecheck_probe.py" in c] == ["correct", "early"]
+    done, _, _ = _run_session(tmp_path / "wrong", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
+                              STUB_PROBE_RC="1")
+    assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "racecheck")
 
 
 def test_session_tests_that_all_skip_fail_the_step(tmp_path):

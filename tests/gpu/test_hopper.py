@@ -16,13 +16,14 @@ Memory and race checking on the GPU (a Firecracker machine), from the repository
 
 memcheck and synccheck report 0 errors. racecheck reports hazards between a stage slot's bulk
 copy (the load warp's write) and the compute warps' LDS of the same slot one ring round earlier,
-once the ring wraps (these cases have 4 stages per split on a ring of 3). We read them as false
-positives: the copy is issued only after the load warp's mbarrier wait on the slot's empty
-barrier, which every compute warp's lane 0 arrives on after a __syncwarp that follows the
-lanes' reads; racecheck does not seem to pair mbarrier phases with bulk-copy writes (it
-reported the same hazards with one arrival per warpgroup, before that __syncwarp). The GPU
-property tests, whose rings wrap too, stay bit-exact, and test_hopper_ring_protocol.py checks
-every interleaving of a model of the protocol for races and deadlocks (CPU).
+once the ring wraps (these cases have 4 stages per split on a ring of 3). racecheck cannot judge
+this pattern: on scripts/racecheck_probe.py, the smallest ring of the same kind, it reports the
+same WAR hazard for the correct protocol (the copy issued only after the producer's wait on the
+slot's empty barrier, which lane 0 arrives on after a __syncwarp that follows the lanes' reads),
+for that protocol with a proxy fence, and for a racy one that frees the slot before the reads
+(H200, CUDA 13.0). The GPU property tests, whose rings wrap too, stay bit-exact, and
+test_hopper_ring_protocol.py checks every interleaving of a model of the protocol for races and
+deadlocks (CPU).
 """
 
 from __future__ import annotations
