@@ -250,19 +250,21 @@ def test_quantizer_threads_match_the_kernel_and_scale_with_rows():
 
 
 def test_quantizer_slices_cut_long_rows_only_when_rows_are_few():
-    assert api.quantize_slices(1, 28672) == 28672 // 16 // api.QUANTIZE_MIN_CHUNKS_PER_SLICE
+    assert api.quantize_slices(1, 28672) == api.QUANTIZE_MAX_SLICES
+    assert api.quantize_slices(1, 2048) == 2048 // 16 // api.QUANTIZE_MIN_CHUNKS_PER_SLICE  # 2 slices
     assert api.quantize_slices(1, 64) == 1
     assert api.quantize_slices(4096, 28672) == 1
     for rows in (1, 3, 16, 100, 263, 264):
         for k in (16, 1024, 4096, 28672):
             slices = api.quantize_slices(rows, k)
             assert slices >= 1 and (slices == 1 or k // 16 // slices >= api.QUANTIZE_MIN_CHUNKS_PER_SLICE)
+            assert slices <= api.QUANTIZE_MAX_SLICES
 
 
 def test_quantizer_slices_fit_in_one_wave():
     # a second wave of CTAs would double the quantizer's time (70B down at M = 64: 10.0 -> 7.4 us)
-    assert api.quantize_slices(16, 28672) == 16  # 16 x 16 CTAs of 1024 threads <= 2 per SM x 132
-    assert api.quantize_slices(64, 28672) == 4
+    assert api.quantize_slices(64, 28672) == 4  # 64 x 4 CTAs of 1024 threads <= 2 per SM x 132
+    assert api.quantize_slices(100, 28672) == 2  # not 3: 300 CTAs would need a second wave
     for num_sms in (132, 78):
         for rows in range(1, 300, 7):
             for k in (16, 1024, 4096, 8192, 14336, 28672):
