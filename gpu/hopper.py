@@ -46,6 +46,16 @@ VARIANTS = {
 # Stages of weights a programmatic launch requests before it waits for the quantizer's grid
 # (the kernel's weight_prefetch argument; a plain launch passes 0). Tuned on an H200.
 PROGRAMMATIC_WEIGHT_PREFETCH = 2
+# Two load warps (one for the weights, one for the activations, each half of a slot on its own
+# barriers) from wgmma n = SPLIT_LOADERS_MIN_N on: the kernel's default (tested). Below it one warp
+# requests both halves in stage order, which measured faster for split-K tiles at decode; tiles
+# with an unsplit k range of at least TWO_LOADERS_MIN_STAGES stages take two load warps at every
+# n (a build with LIQUIDREF_SPLIT_LOADERS_MIN_N = 8). Measured at M = 1-32 (docs/performance.md,
+# tuning log): H200 70B qkv M = 16 22.2 -> 19.7 us, gate_up M = 32 88.4 -> 81.2 us; H100 gate_up
+# M = 32 106.2 -> 100.6 us, qkv M = 1 19.9 -> 20.6 us (the one loss); split-K tiles (70B o and
+# down) and 8B's 16-stage tiles lose 0.5-5 % with two load warps, so they keep one.
+SPLIT_LOADERS_MIN_N = 64
+TWO_LOADERS_MIN_STAGES = 32
 EXCP_A_SLOTS = 2  # EXCP_A_SLOTS in the .cu (tested): int8 weight buffers between the roles
 EXCP_MAX_TOKENS = 128  # one MMA warpgroup holds both row blocks' accumulators
 
@@ -75,6 +85,15 @@ def shared_memory_bytes(config: TileConfig, variant: str = "hopper") -> int:
     return config.shared_memory_bytes + extra
 
 
+def two_load_warps(config: TileConfig, k: int) -> bool:
+    """Whether the kernel for ``config`` streams weights and activations with two load warps on
+    a problem of depth ``k``: from n = ``SPLIT_LOADERS_MIN_N`` on, and below for an unsplit k range
+    of at least ``TWO_LOADERS_MIN_STAGES`` stages."""
+    if config.tokens_per_cta >= SPLIT_LOADERS_MIN_N:
+        return True
+    return config.split_k == 1 and config.k_stages(k) >= TWO_LOADERS_MIN_STAGES
+
+
 def excp_config(config: TileConfig) -> TileConfig:
     """The nearest configuration the ExCP ablation runs: two row blocks, n <= 128, and as many
     of ``config``'s stages as fit beside its int8 weight buffers (at least 2)."""
@@ -100,12 +119,16 @@ _kernels: dict[tuple, object] = {}
 _scratch: dict[int, dict[str, object]] = {}
 
 
-def _kernel(config: TileConfig, variant: str = "hopper"):
+def _kernel(config: TileConfig, variant: str = "hopper", two_loaders: bool = False):
+    """The compiled kernel; ``two_loaders`` below n = SPLIT_LOADERS_MIN_N: the build with two
+    load warps at every n."""
     base = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages)
-    key = (base, variant)
+    two_loaders = two_loaders and base.tokens_per_cta < SPLIT_LOADERS_MIN_N
+    key = (base, variant, two_loaders)
     if key not in _kernels:
         name = kernel_name(base, variant)
-        module = runtime.compile_module(SOURCE, name_expressions=(name,), options=VARIANTS[variant][1])
+        options = VARIANTS[variant][1] + (("-DLIQUIDREF_SPLIT_LOADERS_MIN_N=8",) if two_loaders else ())
+        module = runtime.compile_module(SOURCE, name_expressions=(name,), options=options)
         kernel = module.get_function(name)
         kernel.max_dynamic_shared_size_bytes = shared_memory_bytes(base, variant)
         _kernels[key] = kernel
@@ -154,6 +177,7 @@ def run(
     variant: str = "hopper",
     programmatic: bool = False,
     weight_prefetch: int | None = None,
+    two_loaders: bool | None = None,
 ) -> None:
     """Launch the Hopper kernel: ``out[m, n] = fp16(float(x_i8 @ w_i8.T) * (s1[n] * s_x[m]))``.
 
@@ -170,6 +194,8 @@ def run(
             only right after the kernel that writes ``x_tiled`` and ``s_x``, in the same stream.
         weight_prefetch: stages of weights requested before waiting for that kernel (default:
             ``PROGRAMMATIC_WEIGHT_PREFETCH`` when programmatic, else 0).
+        two_loaders: two load warps below n = ``SPLIT_LOADERS_MIN_N`` too (None: by
+            ``two_load_warps``; from that n on there are always two).
     """
     import cupy
 
@@ -194,8 +220,12 @@ def run(
         weight_prefetch = PROGRAMMATIC_WEIGHT_PREFETCH if programmatic else 0
     if isinstance(weight_prefetch, bool) or not isinstance(weight_prefetch, (int, np.integer)) or weight_prefetch < 0:
         raise ValueError(f"weight_prefetch must be an int >= 0; got {weight_prefetch!r}")
-    _launch(_kernel(config, variant), config, shared_memory_bytes(config, variant), x_tiled, s_x, m, dw, out,
-            programmatic, weight_prefetch)
+    if two_loaders is None:
+        two_loaders = two_load_warps(config, k)
+    elif not isinstance(two_loaders, bool):
+        raise ValueError(f"two_loaders must be None, True or False; got {two_loaders!r}")
+    _launch(_kernel(config, variant, two_loaders), config, shared_memory_bytes(config, variant), x_tiled, s_x, m, dw,
+            out, programmatic, weight_prefetch)
 
 
 def _launch(kernel, config: TileConfig, shared_mem: int, x_tiled, s_x, m: int, dw, out, programmatic: bool,

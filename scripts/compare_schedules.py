@@ -24,6 +24,8 @@ Variants:
     hopper_qold      the quantizer's grid before the one-wave cap (gpu.api.quantize_slices)
     hopper_qcap<C>   the quantizer's grid capped at C CTAs per SM (qcap1, qcap05 = 0.5)
     quantize_only_q* the quantizer alone, launched as in hopper_q*
+    hopper_loaders2  two load warps at every n (hopper.two_load_warps decides otherwise)
+    hopper_loaders1  one load warp below n = 64 whatever the k range
     gemm_only        the GEMM alone (plain launch) on activations quantized once per input
     hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
                      older kernel source with the launch signature of commit ce4b231), launched
@@ -152,8 +154,18 @@ def _patch_linear_for_gemm_only() -> None:
     api.linear = patched
 
 
+def _loaders_variant(two_loaders: bool):
+    """The chooser's configuration with two load warps below n = 64 always, or never."""
+    def run(x_tiled, s_x, m, dw, out, programmatic=False):
+        hopper.run(x_tiled, s_x, m, dw, out, None, "hopper", programmatic=programmatic, two_loaders=two_loaders)
+
+    return run
+
+
 def register() -> None:
     _patch_linear_for_gemm_only()
+    for name, two_loaders in (("hopper_loaders2", True), ("hopper_loaders1", False)):
+        api.register_backend(name, _loaders_variant(two_loaders), hopper.is_available, programmatic=True)
     api.register_backend("gemm_only", lambda *args, **kwargs: None, hopper.is_available)
     for name in QUANTIZER_VARIANTS:
         api.register_backend(name, lambda *args, **kwargs: None, hopper.is_available)

@@ -215,8 +215,13 @@ __device__ __forceinline__ __half epilogue(int acc, float s1, float s_x) {
 
 // The weights and the activations of a stage are requested by two load warps in parallel from
 // n = 64 on (faster at M >= 64 on an H100: 70B qkv M = 64 28.7 -> 25.7 us, down M = 128 91 -> 79
-// us), by one warp in stage order below (that order measured 3-4 % faster at decode).
-constexpr int SPLIT_LOADERS_MIN_N = 64;
+// us), by one warp in stage order below (that order measured faster at decode for split-K
+// tiles). gpu/hopper.py builds a second module with LIQUIDREF_SPLIT_LOADERS_MIN_N = 8, two load
+// warps at every n, for the tiles with a long unsplit k range (see hopper.two_load_warps).
+#ifndef LIQUIDREF_SPLIT_LOADERS_MIN_N
+#define LIQUIDREF_SPLIT_LOADERS_MIN_N 64
+#endif
+constexpr int SPLIT_LOADERS_MIN_N = LIQUIDREF_SPLIT_LOADERS_MIN_N;
 
 template <int CWG, int BN, int KS, int STAGES>
 struct Config {

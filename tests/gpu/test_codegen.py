@@ -74,3 +74,17 @@ def test_excp_names_buffers_and_configs():
             assert hopper.shared_memory_bytes(excp, "hopper_excp") <= SHARED_MEMORY_LIMIT
     with pytest.raises(ValueError, match="variant"):
         hopper.kernel_name(config, "nope")
+
+
+def test_two_load_warps_rule_and_the_kernels_default():
+    source = (KERNELS / hopper.SOURCE).read_text()
+    match = re.search(r"#define LIQUIDREF_SPLIT_LOADERS_MIN_N (\d+)", source)
+    assert match and int(match.group(1)) == hopper.SPLIT_LOADERS_MIN_N
+    k = 256 * hopper.TWO_LOADERS_MIN_STAGES
+    assert hopper.two_load_warps(TileConfig(2, 8, 256, 8, 1), k)  # a long unsplit k range
+    assert not hopper.two_load_warps(TileConfig(2, 8, 256, 8, 1), k - 256)  # one stage short
+    assert not hopper.two_load_warps(TileConfig(2, 16, 256, 8, 2), 2 * k)  # split-K
+    assert hopper.two_load_warps(TileConfig(2, 64, 256, 6, 4), 1024)  # n >= 64: always
+    # the 70B decode tiles: qkv and gate_up unsplit (32 stages), o and down split
+    assert [hopper.two_load_warps(choose_tile_config(1, n, k), k)
+            for n, k in ((10240, 8192), (57344, 8192), (8192, 8192), (8192, 28672))] == [True, True, False, False]

@@ -162,12 +162,13 @@ def _cases():
 
 
 @functools.lru_cache(maxsize=None)
-def compile_sass(source: str, arch: str, tmp_root: str) -> tuple[str, str]:
-    """(ptxas -v log, cuobjdump -sass text) of one source for one target."""
+def compile_sass(source: str, arch: str, tmp_root: str, defines: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(ptxas -v log, cuobjdump -sass text) of one source for one target, with extra -D
+    ``defines`` (a build option gpu/ sets for some launches)."""
     number = arch.removeprefix("sm_")
-    cubin = Path(tmp_root) / f"{Path(source).stem}.{arch}.cubin"
+    cubin = Path(tmp_root) / f"{Path(source).stem}.{arch}{''.join('.' + d for d in defines)}.cubin"
     command = [
-        NVCC, "-DLIQUIDREF_SASS_CHECK", "-std=c++17",
+        NVCC, "-DLIQUIDREF_SASS_CHECK", *(f"-D{d}" for d in defines), "-std=c++17",
         f"-gencode=arch=compute_{number},code=sm_{number}",
         "-cubin", "-Xptxas", "-v", f"-I{runtime.KERNELS_DIR}",
         "-o", str(cubin), str(runtime.KERNELS_DIR / source),
@@ -346,3 +347,22 @@ def test_hopper_dequant_instruction_count(build_dir, record_property):
 def test_uniform_forms_are_counted():
     assert integer_instruction_count(["ULOP3.LUT", "USHF.R.U32.HI", "UIMAD.MOV", "LOP3.LUT"], uniform=True) == 3
     assert integer_instruction_count(["ULOP3.LUT", "LOP3.LUT"]) == 1
+
+
+# gpu/hopper.py builds w4a8_hopper.cu a second way for tiles with a long unsplit k range.
+TWO_LOADERS_BUILD = ("LIQUIDREF_SPLIT_LOADERS_MIN_N=8",)
+
+
+def test_hopper_two_load_warp_build_passes_the_same_checks(build_dir):
+    """The build with two load warps at every n: the header's SASS promise, no local memory or
+    spills, no serialized wgmma, as the default build."""
+    log, sass = compile_sass("w4a8_hopper.cu", "sm_90a", build_dir, TWO_LOADERS_BUILD)
+    required, forbidden = header_opcodes((runtime.KERNELS_DIR / "w4a8_hopper.cu").read_text())
+    mnemonics = [m for ms in sass_functions(sass).values() for m in ms]
+    assert not opcode_problems(mnemonics, required, forbidden)
+    report = ptxas_report(log)
+    assert report
+    for function, info in report.items():
+        assert (info.get("stack"), info.get("spill_stores"), info.get("spill_loads")) == (0, 0, 0), (function, info)
+    losses = [line for line in log.splitlines() if "Potential Performance Loss" in line]
+    assert not losses, "\n".join(losses)

@@ -76,11 +76,11 @@ def tile_configs(draw, k: int):
     return TileConfig(cwg, tokens, ks, stages, split)
 
 
-def _device_runner(cp, config=None, variant="hopper"):
+def _device_runner(cp, config=None, variant="hopper", two_loaders=None):
     def run(x_tiled, s_x, m, packed, out):
         dw = api.upload(packed)
         out_d = cp.asarray(out)
-        hopper.run(cp.asarray(x_tiled), cp.asarray(s_x), m, dw, out_d, config, variant)
+        hopper.run(cp.asarray(x_tiled), cp.asarray(s_x), m, dw, out_d, config, variant, two_loaders=two_loaders)
         return cp.asnumpy(out_d)
 
     return run
@@ -95,8 +95,11 @@ def _poisoned_host(shape):
 @settings(max_examples=60)
 @given(case=gemm_cases(max_m=300, max_n=640, max_k=1024), data=st.data())
 def test_every_tile_configuration_is_bit_exact(hopper_gpu, case, data):
+    """Drawn configurations, each below n = 64 with one load warp or (the build for long
+    unsplit k ranges) two."""
     config = data.draw(tile_configs(case.w.k), label="config")
-    check_backend(_device_runner(hopper_gpu, config), case, _poisoned_host)
+    two_loaders = data.draw(st.booleans(), label="two_loaders")
+    check_backend(_device_runner(hopper_gpu, config, two_loaders=two_loaders), case, _poisoned_host)
 
 
 @given(case=gemm_cases())
@@ -129,7 +132,8 @@ def test_excp_ablation_is_bit_exact(hopper_gpu, case, data):
     """The explicit-pipeline ablation (int8 weights through shared memory, SS wgmma), on drawn
     configurations (split-K included), mapped to the nearest one it runs."""
     config = hopper.excp_config(data.draw(tile_configs(case.w.k), label="config"))
-    check_backend(_device_runner(hopper_gpu, config, variant="hopper_excp"), case, _poisoned_host)
+    two_loaders = data.draw(st.booleans(), label="two_loaders")
+    check_backend(_device_runner(hopper_gpu, config, "hopper_excp", two_loaders), case, _poisoned_host)
 
 
 @settings(max_examples=20)
@@ -193,14 +197,16 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), weight_prefetch=-1)
 
 
-@pytest.mark.parametrize("tokens", [16, 64], ids=["one_load_warp", "two_load_warps"])
+@pytest.mark.parametrize(("tokens", "two_loaders"), [(16, False), (16, True), (64, True)],
+                         ids=["one_load_warp", "two_load_warps_small_n", "two_load_warps"])
 @pytest.mark.parametrize("variant", ["hopper", "hopper_excp"])
 @pytest.mark.parametrize("programmatic", [False, True], ids=["plain", "programmatic"])
-def test_sanitizer_case(hopper_gpu, variant, programmatic, tokens):
+def test_sanitizer_case(hopper_gpu, variant, programmatic, tokens, two_loaders):
     """A small split-K GEMM with a partial token group and a half row tile (N = 192), launched
     plainly and right after the quantizer with programmatic dependent launch (prefetching two
-    stages of weights), for compute-sanitizer (see above); n = 16 has one load warp, n = 64 two
-    (weights and activations on their own barriers)."""
+    stages of weights), for compute-sanitizer (see above); n = 16 with one load warp or two (the
+    build for long unsplit k ranges), n = 64 with two (weights and activations on their own
+    barriers)."""
     config = TileConfig(2, tokens, 128, 3, 2)
     rng = np.random.default_rng(11)
     W = rng.standard_normal((192, 1024)).astype(np.float16)  # 4 stages per split: the ring wraps
@@ -210,8 +216,27 @@ def test_sanitizer_case(hopper_gpu, variant, programmatic, tokens):
     out = hopper_gpu.empty((13, 192), hopper_gpu.float16)
     x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X), check_finite=False)
     hopper.run(x_tiled, s_x, 13, dw, out, config, variant, programmatic=programmatic,
-               weight_prefetch=2 if programmatic else 0)
+               weight_prefetch=2 if programmatic else 0, two_loaders=two_loaders)
     assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
+
+
+def test_long_unsplit_tiles_take_two_load_warps(hopper_gpu, monkeypatch):
+    """An n = 8 tile with 32 unsplit stages (70B qkv's at decode) runs the two-load-warp build
+    by default, bit-exact; split into two it runs the one-warp build."""
+    launched = []
+    kernel = hopper._kernel
+    monkeypatch.setattr(hopper, "_kernel", lambda c, v="hopper", t=False: launched.append(t) or kernel(c, v, t))
+    rng = np.random.default_rng(13)
+    w = liquidref.quantize_weight(rng.standard_normal((192, 8192)).astype(np.float16))
+    X = rng.standard_normal((3, 8192)).astype(np.float16)
+    want = liquidref.w4a8_linear(X, w).view(np.uint16)
+    dw = api.upload(w)
+    x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X))
+    for split in (1, 2):
+        out = hopper_gpu.empty((3, 192), hopper_gpu.float16)
+        hopper.run(x_tiled, s_x, 3, dw, out, TileConfig(2, 8, 256, 8, split))
+        assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), want)
+    assert launched == [True, False]
 
 
 def test_programmatic_launch_waits_for_the_quantizer(hopper_gpu):
