@@ -25,7 +25,7 @@ import functools
 import numpy as np
 
 from liquidref.constants import BLOCK_ROWS, THREADS_PER_WARPGROUP
-from liquidref.tiling import SHARED_MEMORY_LIMIT, TileConfig, choose_tile_config, most_stages
+from liquidref.tiling import SHARED_MEMORY_LIMIT, WGMMA_S8_N, TileConfig, choose_tile_config, most_stages
 
 from . import runtime
 
@@ -56,6 +56,8 @@ PROGRAMMATIC_WEIGHT_PREFETCH = 2
 # down) and 8B's 16-stage tiles lose 0.5-5 % with two load warps, so they keep one.
 SPLIT_LOADERS_MIN_N = 64
 TWO_LOADERS_MIN_STAGES = 32
+# the build option of that second module: two load warps from the smallest wgmma n on
+TWO_LOADERS_DEFINE = f"LIQUIDREF_SPLIT_LOADERS_MIN_N={min(WGMMA_S8_N)}"
 EXCP_A_SLOTS = 2  # EXCP_A_SLOTS in the .cu (tested): int8 weight buffers between the roles
 EXCP_MAX_TOKENS = 128  # one MMA warpgroup holds both row blocks' accumulators
 
@@ -127,7 +129,7 @@ def _kernel(config: TileConfig, variant: str = "hopper", two_loaders: bool = Fal
     key = (base, variant, two_loaders)
     if key not in _kernels:
         name = kernel_name(base, variant)
-        options = VARIANTS[variant][1] + (("-DLIQUIDREF_SPLIT_LOADERS_MIN_N=8",) if two_loaders else ())
+        options = VARIANTS[variant][1] + ((f"-D{TWO_LOADERS_DEFINE}",) if two_loaders else ())
         module = runtime.compile_module(SOURCE, name_expressions=(name,), options=options)
         kernel = module.get_function(name)
         kernel.max_dynamic_shared_size_bytes = shared_memory_bytes(base, variant)

@@ -349,14 +349,13 @@ def test_uniform_forms_are_counted():
     assert integer_instruction_count(["ULOP3.LUT", "LOP3.LUT"]) == 1
 
 
-# gpu/hopper.py builds w4a8_hopper.cu a second way for tiles with a long unsplit k range.
-TWO_LOADERS_BUILD = ("LIQUIDREF_SPLIT_LOADERS_MIN_N=8",)
-
-
 def test_hopper_two_load_warp_build_passes_the_same_checks(build_dir):
-    """The build with two load warps at every n: the header's SASS promise, no local memory or
-    spills, no serialized wgmma, as the default build."""
-    log, sass = compile_sass("w4a8_hopper.cu", "sm_90a", build_dir, TWO_LOADERS_BUILD)
+    """gpu/hopper.py builds w4a8_hopper.cu a second way for tiles with a long unsplit k range
+    (two load warps at every n): the header's SASS promise, no local memory or spills, no
+    serialized wgmma, as the default build."""
+    from gpu import hopper
+
+    log, sass = compile_sass("w4a8_hopper.cu", "sm_90a", build_dir, (hopper.TWO_LOADERS_DEFINE,))
     required, forbidden = header_opcodes((runtime.KERNELS_DIR / "w4a8_hopper.cu").read_text())
     mnemonics = [m for ms in sass_functions(sass).values() for m in ms]
     assert not opcode_problems(mnemonics, required, forbidden)
