@@ -52,10 +52,11 @@ SM_MAX_THREADS = 2048  # resident threads per SM (sm_80, sm_90); the quantizer's
 def quantize_slices(rows: int, k: int, num_sms: int = 132) -> int:
     """CTAs per row of the activation quantizer (each quantizes one slice of the row's chunks).
 
-    With fewer rows than about two per SM, a row is cut into at most 4 slices of at least 64
-    chunks (1024 k) until the rows fill the SMs; many rows get one CTA each. The slices never make
-    more CTAs than the SMs hold at once (``quantize_threads`` per CTA): a second wave of CTAs,
-    each reading its whole row for the amax, would double the quantizer's time.
+    With fewer rows than about two per SM, a row is cut into at most ``QUANTIZE_MAX_SLICES``
+    slices of at least 64 chunks (1024 k) until the rows fill the SMs; many rows get one CTA
+    each. The slices never make more CTAs than the SMs hold at once (``quantize_threads`` per
+    CTA): a second wave of CTAs, each reading its whole row for the amax, would double the
+    quantizer's time.
     """
     if rows >= QUANTIZE_ROWS_PER_SM_TARGET * num_sms:
         return 1

@@ -19,9 +19,6 @@ Variants:
                      (at most a quarter of the k stages)
     quantize_only    the activation quantizer alone (its GEMM is skipped, so its check fails):
                      what the quantizer costs inside an end-to-end call
-    hopper_chooser0  the chooser of commit 300eb25 (before split-K partials became plain stores:
-                     n = 32 for mid M with few tiles, wide tiles split only into >= 16 stages)
-    hopper_qold      the quantizer's grid before the one-wave cap (gpu.api.quantize_slices)
     hopper_qcap<C>   the quantizer's grid capped at C CTAs per SM (qcap1, qcap05 = 0.5)
     quantize_only_q* the quantizer alone, launched as in hopper_q*
     hopper_loaders2  two load warps at every n (hopper.two_load_warps decides otherwise)
@@ -43,9 +40,9 @@ from liquidref.tiling import choose_tile_config, most_stages
 
 
 def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split_k: int | None = None,
-             tokens: int | None = None, chooser=choose_tile_config, k_per_stage: int | None = None):
+             tokens: int | None = None, k_per_stage: int | None = None):
     def run(x_tiled, s_x, m, dw, out, programmatic=False):
-        config = chooser(m, dw.n, dw.k)
+        config = choose_tile_config(m, dw.n, dw.k)
         if tokens is not None:
             config = _with_tokens(config, tokens)
         if k_per_stage is not None and dw.k % k_per_stage == 0:
@@ -59,28 +56,6 @@ def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split
                    weight_prefetch=weight_prefetch if programmatic and allow_programmatic else None)
 
     return run
-
-
-def chooser_300eb25(m: int, n: int, k: int, num_sms: int = 132):
-    """choose_tile_config as of commit 300eb25, for comparison."""
-    m = max(int(m), 1)
-    if m <= 32:
-        tokens = next(t for t in (8, 16, 32) if t >= m)
-    elif m <= 128:
-        tokens = 64
-        if -(-n // 128) * -(-m // 64) < num_sms // 2:
-            tokens = 32
-    else:
-        tokens = 128 if m < 2048 else 192
-    base = _with_tokens(choose_tile_config(m, n, k, num_sms), tokens)
-    rows, token_tiles, _ = base.grid(m, n)
-    tiles, k_stages = rows * token_tiles, base.k_stages(k)
-    split = 1
-    if tokens <= 16 and tiles < num_sms:
-        split = max(1, min(num_sms // tiles, k_stages // 4))
-    elif tiles < num_sms // 2:
-        split = max(1, min(num_sms // tiles, k_stages // 16))
-    return dataclasses.replace(base, split_k=split)
 
 
 def _with_tokens(config, tokens: int):
@@ -97,15 +72,6 @@ def _previous_kernel_run(x_tiled, s_x, m, dw, out, programmatic=False):
     hopper._launch(kernel, config, config.shared_memory_bytes, x_tiled, s_x, m, dw, out, programmatic, prefetch)
 
 
-def quantize_slices_before(rows: int, k: int, num_sms: int = 132) -> int:
-    """gpu.api.quantize_slices before the one-wave cap (a control)."""
-    if rows >= api.QUANTIZE_ROWS_PER_SM_TARGET * num_sms:
-        return 1
-    chunks = -(-k // 16)
-    wanted = -(-api.QUANTIZE_ROWS_PER_SM_TARGET * num_sms // max(rows, 1))
-    return max(1, min(wanted, chunks // api.QUANTIZE_MIN_CHUNKS_PER_SLICE))
-
-
 def quantize_slices_capped(ctas_per_sm: float):
     """gpu.api.quantize_slices, further capped at ``ctas_per_sm`` x 132 CTAs in all."""
     base = api.quantize_slices  # the rule itself, not the patched name this replaces
@@ -118,10 +84,8 @@ def quantize_slices_capped(ctas_per_sm: float):
 
 # backend name -> (GEMM backend, quantizer slices rule)
 QUANTIZER_VARIANTS = {
-    "hopper_qold": ("hopper", quantize_slices_before),
     "hopper_qcap1": ("hopper", quantize_slices_capped(1)),
     "hopper_qcap05": ("hopper", quantize_slices_capped(0.5)),
-    "quantize_only_qold": ("quantize_only", quantize_slices_before),
     "quantize_only_qcap1": ("quantize_only", quantize_slices_capped(1)),
     "quantize_only_qcap05": ("quantize_only", quantize_slices_capped(0.5)),
 }
@@ -130,9 +94,11 @@ QUANTIZER_VARIANTS = {
 _quantized: dict = {}
 
 
-def _patch_linear_for_gemm_only() -> None:
-    """``api.linear(X, dw, backend="gemm_only")`` runs only the GEMM (hopper, plain launch) on
-    activations quantized once per X (cached): what the GEMM costs without the quantizer."""
+def _patch_linear() -> None:
+    """Make ``api.linear`` take the variants that change more than the GEMM backend:
+    ``backend="gemm_only"`` runs only the GEMM (hopper, plain launch) on activations quantized
+    once per X (cached), what the GEMM costs without the quantizer; a ``QUANTIZER_VARIANTS`` name
+    runs its GEMM backend behind the quantizer launched with that variant's grid."""
     linear = api.linear
 
     def patched(X, dw, backend="auto", check_finite=True, out=None):
@@ -163,15 +129,13 @@ def _loaders_variant(two_loaders: bool):
 
 
 def register() -> None:
-    _patch_linear_for_gemm_only()
+    _patch_linear()
     for name, two_loaders in (("hopper_loaders2", True), ("hopper_loaders1", False)):
         api.register_backend(name, _loaders_variant(two_loaders), hopper.is_available, programmatic=True)
     api.register_backend("gemm_only", lambda *args, **kwargs: None, hopper.is_available)
     for name in QUANTIZER_VARIANTS:
         api.register_backend(name, lambda *args, **kwargs: None, hopper.is_available)
     api.register_backend("hopper_no_pdl", _variant(False), hopper.is_available)
-    api.register_backend("hopper_chooser0", _variant(True, chooser=chooser_300eb25), hopper.is_available,
-                         programmatic=True)
     for stages in (0, 1, 4, 8):
         api.register_backend(f"hopper_pf{stages}", _variant(True, stages), hopper.is_available, programmatic=True)
     for split in (2, 3, 4):

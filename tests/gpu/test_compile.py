@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu import api, runtime
+from gpu import api, hopper, runtime
 
 KERNEL_SOURCES = sorted(p.name for p in runtime.KERNELS_DIR.glob("*.cu"))
 _CONTAIN_RE = re.compile(r"^//\s*SASS must contain:(.*)$", re.MULTILINE)
@@ -150,15 +150,27 @@ def integer_instruction_count(mnemonics: list[str], uniform: bool = False) -> in
 # --- compiling -----------------------------------------------------------------------------
 
 
+# Builds of the Hopper kernel gpu/hopper.py launches: the default one and the one with two load
+# warps at every n (for tiles with a long unsplit k range). Each passes every check below.
+HOPPER_BUILDS = ((), (hopper.TWO_LOADERS_DEFINE,))
+
+
 def _cases():
+    """(source, arch, extra -D defines) of every build the checks compile."""
     cases = []
     for source in KERNEL_SOURCES:
         try:
             archs = runtime.source_archs(source)
         except ValueError:
             archs = ("sm_90a",)  # test_header_lines reports the missing line
-        cases += [(source, arch) for arch in archs]
+        builds = HOPPER_BUILDS if source == hopper.SOURCE else ((),)
+        cases += [(source, arch, defines) for arch in archs for defines in builds]
     return cases
+
+
+def _case_id(case) -> str:
+    source, arch, defines = case
+    return "-".join((source, arch, *defines))
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,9 +214,9 @@ def test_header_lines(source):
     assert {"LDL", "STL"} <= set(forbidden), f"{source}: forbid local memory (LDL STL)"
 
 
-@pytest.mark.parametrize(("source", "arch"), _cases())
-def test_sass_matches_header(source, arch, build_dir):
-    log, sass = compile_sass(source, arch, build_dir)
+@pytest.mark.parametrize(("source", "arch", "defines"), _cases(), ids=map(_case_id, _cases()))
+def test_sass_matches_header(source, arch, defines, build_dir):
+    log, sass = compile_sass(source, arch, build_dir, defines)
     functions = sass_functions(sass)
     assert functions, f"{source} ({arch}): no kernels in the cubin; are the LIQUIDREF_SASS_CHECK instantiations there?"
     required, forbidden = header_opcodes((runtime.KERNELS_DIR / source).read_text())
@@ -213,9 +225,9 @@ def test_sass_matches_header(source, arch, build_dir):
     assert not problems, f"{source} ({arch}): {problems}"
 
 
-@pytest.mark.parametrize(("source", "arch"), _cases())
-def test_no_local_memory_or_spills(source, arch, build_dir):
-    log, _ = compile_sass(source, arch, build_dir)
+@pytest.mark.parametrize(("source", "arch", "defines"), _cases(), ids=map(_case_id, _cases()))
+def test_no_local_memory_or_spills(source, arch, defines, build_dir):
+    log, _ = compile_sass(source, arch, build_dir, defines)
     report = ptxas_report(log)
     assert report, f"{source} ({arch}): ptxas -v reported no entry functions:\n{log}"
     for function, info in report.items():
@@ -235,12 +247,13 @@ def test_quantizer_registers_never_limit_its_ctas_per_sm(arch, build_dir):
         assert info["registers"] <= 65536 // api.SM_MAX_THREADS, (function, info)
 
 
-def test_hopper_wgmmas_are_never_serialized(build_dir):
+@pytest.mark.parametrize("defines", HOPPER_BUILDS, ids=lambda d: "-".join(d) or "default")
+def test_hopper_wgmmas_are_never_serialized(defines, build_dir):
     """ptxas serializes wgmma.mma_async (each waits for the one before: no overlap of dequant and
     tensor core) when it runs out of registers or must fence accumulators in a divergent path,
     and says so only as an info line ("Potential Performance Loss", C7510..C7520). A kernel
     restructure (stream-K) once cost 25-35% this way on an H200; no instantiation may have it."""
-    log, _ = compile_sass("w4a8_hopper.cu", "sm_90a", build_dir)
+    log, _ = compile_sass(hopper.SOURCE, "sm_90a", build_dir, defines)
     assert "w4a8_hopper" in log
     losses = [line for line in log.splitlines() if "Potential Performance Loss" in line]
     assert not losses, "\n".join(losses)
@@ -249,7 +262,6 @@ def test_hopper_wgmmas_are_never_serialized(build_dir):
 def test_hopper_checks_cover_the_chosen_configurations():
     """The SASS-check instantiations of w4a8_hopper.cu include every (n, k per stage, stages)
     choose_tile_config launches for K % 256 == 0 (the checks above then cover them)."""
-    from gpu import hopper
     from liquidref.tiling import choose_tile_config
 
     text = (runtime.KERNELS_DIR / "w4a8_hopper.cu").read_text()
@@ -281,10 +293,12 @@ def test_mma_sync_dequant_instruction_count(arch, build_dir, record_property):
 
 
 @pytest.mark.skipif(not runtime.nvrtc_available(), reason="libnvrtc is not installed (pip install nvidia-cuda-nvrtc)")
-@pytest.mark.parametrize(("source", "arch"), _cases())
-def test_nvrtc_compiles(source, arch):
-    """The GPU path (NVRTC through gpu.runtime) accepts each source for each of its targets."""
-    cubin, _ = runtime.compile_cubin(source, options=("-DLIQUIDREF_SASS_CHECK",), arch=arch)
+@pytest.mark.parametrize(("source", "arch", "defines"), _cases(), ids=map(_case_id, _cases()))
+def test_nvrtc_compiles(source, arch, defines):
+    """The GPU path (NVRTC through gpu.runtime) accepts each build of each source for each of
+    its targets."""
+    options = ("-DLIQUIDREF_SASS_CHECK", *(f"-D{d}" for d in defines))
+    cubin, _ = runtime.compile_cubin(source, options=options, arch=arch)
     assert cubin.startswith(b"\x7fELF")
 
 
@@ -347,21 +361,3 @@ def test_hopper_dequant_instruction_count(build_dir, record_property):
 def test_uniform_forms_are_counted():
     assert integer_instruction_count(["ULOP3.LUT", "USHF.R.U32.HI", "UIMAD.MOV", "LOP3.LUT"], uniform=True) == 3
     assert integer_instruction_count(["ULOP3.LUT", "LOP3.LUT"]) == 1
-
-
-def test_hopper_two_load_warp_build_passes_the_same_checks(build_dir):
-    """gpu/hopper.py builds w4a8_hopper.cu a second way for tiles with a long unsplit k range
-    (two load warps at every n): the header's SASS promise, no local memory or spills, no
-    serialized wgmma, as the default build."""
-    from gpu import hopper
-
-    log, sass = compile_sass("w4a8_hopper.cu", "sm_90a", build_dir, (hopper.TWO_LOADERS_DEFINE,))
-    required, forbidden = header_opcodes((runtime.KERNELS_DIR / "w4a8_hopper.cu").read_text())
-    mnemonics = [m for ms in sass_functions(sass).values() for m in ms]
-    assert not opcode_problems(mnemonics, required, forbidden)
-    report = ptxas_report(log)
-    assert report
-    for function, info in report.items():
-        assert (info.get("stack"), info.get("spill_stores"), info.get("spill_loads")) == (0, 0, 0), (function, info)
-    losses = [line for line in log.splitlines() if "Potential Performance Loss" in line]
-    assert not losses, "\n".join(losses)
