@@ -36,7 +36,11 @@ from .constants import BLOCK_BYTES, BLOCK_K, BLOCK_ROWS, META_BYTES_PER_BLOCK
 # wgmma.mma_async m64nNk32 with .s8 operands accepts these n (PTX ISA, "Matrix shape" table of
 # the wgmma section, for the .s8/.u8 types).
 WGMMA_S8_N = (8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256)
-SHARED_MEMORY_LIMIT = 227 * 1024  # bytes of dynamic shared memory a Hopper CTA can opt into
+CTA_SHARED_MEMORY = 227 * 1024  # bytes of shared memory a Hopper CTA can have, static and dynamic
+# The kernels' static __shared__ variables (split-K flag, ExCP's barriers, the epilogue's token
+# scales) fit in this; tests/gpu/test_compile.py checks every build with ptxas -v.
+STATIC_SHARED_RESERVE = 1024
+SHARED_MEMORY_LIMIT = CTA_SHARED_MEMORY - STATIC_SHARED_RESERVE  # dynamic shared memory of a configuration
 # The kernel's shared memory beside the stage ring: its mbarriers, in a 256-byte region.
 # gpu/kernels/w4a8_hopper.cu holds the same value; tests/gpu/test_codegen.py checks it.
 BARRIER_REGION_BYTES = 256

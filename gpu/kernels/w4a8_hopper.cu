@@ -47,6 +47,7 @@ constexpr unsigned COMPUTE_WARPGROUP_REGISTERS = 232;
 constexpr unsigned CORE_MATRIX_BYTES = ACT_CORE_ROWS * ACT_CORE_BYTES;  // 128: 8 token rows x 16 k-bytes
 constexpr unsigned SPLIT_K_BARRIER_ID = 1;   // named barrier among the compute warpgroups
 constexpr unsigned LOADERS_BARRIER_ID = 2;   // named barrier between the two load warps
+constexpr unsigned EPILOGUE_BARRIER_ID = 3;  // + compute warpgroup (0, 1): its epilogue scales
 constexpr unsigned WARP_LANES = 32;
 constexpr unsigned WARPS_PER_WARPGROUP = THREADS_PER_WARPGROUP / WARP_LANES;
 
@@ -212,6 +213,80 @@ __host__ __device__ constexpr int accumulator_chains() {
 __device__ __forceinline__ __half epilogue(int acc, float s1, float s_x) {
   return __float2half_rn(__fmul_rn(__int2float_rn(acc), __fmul_rn(s1, s_x)));
 }
+
+// The epilogue's scales of one warpgroup, s1 of its rows and s_x of the tile's tokens.
+//
+// Up to n = PRELOADED_SCALES_MAX_N they are read from global memory before the k loop, so their
+// latency hides under it instead of sitting between the loop and the stores (H200, against the
+// epilogue that read them, same run: 70B o M = 16 15.7 -> 15.1 us, 8B o M = 16 8.7 -> 8.1 us,
+// 8B qkv M = 1 9.0 -> 8.6 us; every shape at M = 1 and 16 faster, M = 32 within 1 %). At n = 64
+// the same code measured 3-5 % slower on every shape (the k loop's instruction schedule came out
+// different, and the tensor work is exposed there), so wider tiles read them in the epilogue,
+// element by element, as before.
+//
+// Preloaded: with store_tile's register map, a thread's accumulators of row block r belong to
+// rows 64 (first_block + r) + 16 warp + lane / 4 + 8 h, h = 0, 1: those s1 stay in registers.
+// The BN token scales s_x[blockIdx.y * BN + j] (0 beyond M) are read into registers too,
+// j = thread, thread + 128, and only after the k loop put into shared memory (one copy per
+// warpgroup) for the threads that use them: a barrier before the loop would delay the first wgmma.
+constexpr int PRELOADED_SCALES_MAX_N = 32;
+
+template <int BN, int R>
+struct EpilogueScales {
+  static constexpr bool PRELOADED = BN <= PRELOADED_SCALES_MAX_N;
+  static constexpr int TOKENS_PER_THREAD = (BN + THREADS_PER_WARPGROUP - 1) / THREADS_PER_WARPGROUP;
+  static constexpr int SHARED_TOKENS = PRELOADED ? BN : 1;  // floats of publish()'s shared array
+  const float* s1;
+  const float* s_x;
+  float rows[R][2];                 // preloaded: s1 of the thread's rows, [row block][h]
+  float loaded[TOKENS_PER_THREAD];  // preloaded: s_x of tokens thread + 128 i, until publish()
+  const float* tokens = nullptr;    // preloaded: shared memory, BN floats, after publish()
+
+  // Called by the 128 threads of one warpgroup, before the k loop (after the producer grid).
+  __device__ __forceinline__ EpilogueScales(int first_block, int blocks, unsigned thread, int M,
+                                            const float* s1_, const float* s_x_)
+      : s1(s1_), s_x(s_x_) {
+    if constexpr (PRELOADED) {
+      const int warp = thread / 32, lane = thread % 32;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          rows[r][h] = r < blocks ? s1[(first_block + r) * BLOCK_ROWS + 16 * warp + lane / 4 + 8 * h] : 0.0f;
+#pragma unroll
+      for (int i = 0; i < TOKENS_PER_THREAD; ++i) {
+        const int j = thread + i * THREADS_PER_WARPGROUP, m = blockIdx.y * BN + j;
+        loaded[i] = j < BN && m < M ? s_x[m] : 0.0f;
+      }
+    }
+  }
+  // Called by the same 128 threads after the k loop; `barrier_id`: EPILOGUE_BARRIER_ID + their
+  // compute warpgroup (0 or 1), a named barrier of their own.
+  __device__ __forceinline__ void publish(float* shared_tokens, unsigned thread, unsigned barrier_id) {
+    if constexpr (PRELOADED) {
+#pragma unroll
+      for (int i = 0; i < TOKENS_PER_THREAD; ++i) {
+        const int j = thread + i * THREADS_PER_WARPGROUP;
+        if (j < BN) shared_tokens[j] = loaded[i];
+      }
+      // immediate barrier ids, so ptxas reserves only those (a register id reserves all 16)
+      if (barrier_id == EPILOGUE_BARRIER_ID)
+        asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
+      else
+        asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID + 1), "n"(THREADS_PER_WARPGROUP) : "memory");
+      tokens = shared_tokens;
+    }
+  }
+  // s1 of row n, the thread's row h of row block r; s_x of token m
+  __device__ __forceinline__ float row(int r, int h, int n) const {
+    if constexpr (PRELOADED) return rows[r][h];
+    return s1[n];
+  }
+  __device__ __forceinline__ float token(int m) const {
+    if constexpr (PRELOADED) return tokens[m - blockIdx.y * BN];
+    return s_x[m];
+  }
+};
 
 // The weights and the activations of a stage are requested by two load warps in parallel from
 // n = 64 on (faster at M >= 64 on an H100: 70B qkv M = 64 28.7 -> 25.7 us, down M = 128 91 -> 79
@@ -390,8 +465,8 @@ __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& 
 template <int BN, int R>
 __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int first_block, int blocks,
                                            unsigned thread, unsigned group_threads, bool leader,
-                                           int& is_last_split, int M, int N, const float* s1,
-                                           const float* s_x, __half* y, int* workspace,
+                                           int& is_last_split, int M, int N,
+                                           const EpilogueScales<BN, R>& scales, __half* y, int* workspace,
                                            int* tile_counters, int split_k) {
   const int warp = thread / 32, lane = thread % 32;
   const int token_base = blockIdx.y * BN + 2 * (lane % 4);
@@ -403,7 +478,9 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) {
       const int n = row_of(r, i), m = token_of(i);
-      if (m < M) y[static_cast<size_t>(m) * N + n] = epilogue(values[i], s1[n], s_x[m]);
+      if (m < M)
+        y[static_cast<size_t>(m) * N + n] =
+            epilogue(values[i], scales.row(r, (i >> 1) & 1, n), scales.token(m));
     }
   };
   if (split_k == 1) {
@@ -495,6 +572,7 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   wait_for_producer_grid();  // s_x and the output are touched only after the producer grid
   const int cw = warpgroup - 1;
   if (cw >= t.active_blocks) return;
+  EpilogueScales<BN, 1> scales(t.first_row_block + cw, 1, thread, M, s1, s_x);
 
   constexpr int CHAINS = accumulator_chains<BN, KS>();
   static_assert((KS / 32) % CHAINS == 0, "each accumulator set gets the same k32 steps per stage");
@@ -541,8 +619,10 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[0][i] += chains[c][i];  // partial sums: exact in int32
   }
+  __shared__ float token_scales[CWG][EpilogueScales<BN, 1>::SHARED_TOKENS];
+  scales.publish(token_scales[cw], thread, EPILOGUE_BARRIER_ID + cw);
   store_tile<BN, 1>(acc, t.first_row_block + cw, 1, thread, t.active_blocks * THREADS_PER_WARPGROUP,
-                    cw == 0 && thread == 0, is_last_split, M, N, s1, s_x, y, workspace, tile_counters, split_k);
+                    cw == 0 && thread == 0, is_last_split, M, N, scales, y, workspace, tile_counters, split_k);
 }
 
 
@@ -639,6 +719,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
 
   // ---------------- MMA warpgroup ----------------
   wait_for_producer_grid();
+  EpilogueScales<BN, 2> scales(t.first_row_block, t.active_blocks, thread, M, s1, s_x);
   int acc[2][BN / 2];
 #pragma unroll
   for (int rb = 0; rb < 2; ++rb)
@@ -675,8 +756,10 @@ __global__ void __launch_bounds__(3 * 128, 1)
   wgmma_wait<0>();
   fence_registers(acc[0]);
   fence_registers(acc[1]);
+  __shared__ float token_scales[EpilogueScales<BN, 2>::SHARED_TOKENS];
+  scales.publish(token_scales, thread, EPILOGUE_BARRIER_ID);
   store_tile<BN, 2>(acc, t.first_row_block, t.active_blocks, thread, THREADS_PER_WARPGROUP, thread == 0,
-                    is_last_split, M, N, s1, s_x, y, workspace, tile_counters, split_k);
+                    is_last_split, M, N, scales, y, workspace, tile_counters, split_k);
 }
 
 }  // namespace hopper

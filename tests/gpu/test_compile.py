@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from gpu import api, hopper, runtime
+from liquidref.tiling import CTA_SHARED_MEMORY, SHARED_MEMORY_LIMIT, STATIC_SHARED_RESERVE
 
 KERNEL_SOURCES = sorted(p.name for p in runtime.KERNELS_DIR.glob("*.cu"))
 _CONTAIN_RE = re.compile(r"^//\s*SASS must contain:(.*)$", re.MULTILINE)
@@ -40,6 +41,7 @@ _PTXAS_FRAME_RE = re.compile(
 )
 _PTXAS_ENTRY_RE = re.compile(r"Compiling entry function '(\S+)' for '(\S+)'")
 _PTXAS_REGS_RE = re.compile(r"Used (\d+) registers")
+_PTXAS_SMEM_RE = re.compile(r"(\d+) bytes smem")
 
 # integer ALU opcodes counted as dequant work (moves such as IMAD.MOV are not)
 INTEGER_OPCODES = ("LOP3", "IMAD", "SHF", "PRMT", "IADD3", "IADD", "VIADD", "LEA", "BMSK", "SGXT", "SHL", "SHR", "BFE", "BFI")
@@ -112,7 +114,8 @@ def opcode_problems(mnemonics: list[str], required: list[str], forbidden: list[s
 
 
 def ptxas_report(log: str) -> dict[str, dict[str, int]]:
-    """{entry function: {registers, stack, spill_stores, spill_loads}} from ``-Xptxas -v`` output."""
+    """{entry function: {registers, stack, spill_stores, spill_loads, static_shared}} from
+    ``-Xptxas -v`` output."""
     report: dict[str, dict[str, int]] = {}
     current = None
     for line in log.splitlines():
@@ -126,6 +129,9 @@ def ptxas_report(log: str) -> dict[str, dict[str, int]]:
         regs = _PTXAS_REGS_RE.search(line)
         if regs and current is not None:
             current["registers"] = int(regs.group(1))
+        smem = _PTXAS_SMEM_RE.search(line)
+        if smem and current is not None:
+            current["static_shared"] = int(smem.group(1))
     return report
 
 
@@ -248,6 +254,19 @@ def test_quantizer_registers_never_limit_its_ctas_per_sm(arch, build_dir):
 
 
 @pytest.mark.parametrize("defines", HOPPER_BUILDS, ids=lambda d: "-".join(d) or "default")
+def test_hopper_static_shared_memory_fits_its_reserve(defines, build_dir):
+    """The tile configurations budget SHARED_MEMORY_LIMIT of dynamic shared memory and leave
+    STATIC_SHARED_RESERVE for the kernels' static variables (liquidref.tiling): no build may use
+    more, or a configuration at the limit would fail to launch."""
+    report = ptxas_report(compile_sass(hopper.SOURCE, "sm_90a", build_dir, defines)[0])
+    kernels = {function: info for function, info in report.items() if "w4a8_hopper" in function}
+    assert kernels
+    for function, info in kernels.items():
+        assert 0 < info["static_shared"] <= STATIC_SHARED_RESERVE, (function, info)
+    assert SHARED_MEMORY_LIMIT + STATIC_SHARED_RESERVE == CTA_SHARED_MEMORY
+
+
+@pytest.mark.parametrize("defines", HOPPER_BUILDS, ids=lambda d: "-".join(d) or "default")
 def test_hopper_wgmmas_are_never_serialized(defines, build_dir):
     """ptxas serializes wgmma.mma_async (each waits for the one before: no overlap of dequant and
     tensor core) when it runs out of registers or must fence accumulators in a divergent path,
@@ -328,9 +347,10 @@ def test_checkers_catch_violations():
     log = (
         "ptxas info    : Compiling entry function '_Z1k' for 'sm_90a'\n"
         "    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
-        "ptxas info    : Used 40 registers, used 0 barriers\n"
+        "ptxas info    : Used 40 registers, used 0 barriers, 2048 bytes smem\n"
     )
-    assert ptxas_report(log) == {"_Z1k": {"stack": 8, "spill_stores": 4, "spill_loads": 4, "registers": 40}}
+    assert ptxas_report(log) == {"_Z1k": {"stack": 8, "spill_stores": 4, "spill_loads": 4, "registers": 40,
+                                          "static_shared": 2048}}
     with pytest.raises(ValueError, match="SASS must contain"):
         header_opcodes("// nvcc-arch: sm_90a\n")
 
