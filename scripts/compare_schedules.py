@@ -21,6 +21,8 @@ Variants:
                      what the quantizer costs inside an end-to-end call
     hopper_qcap<C>   the quantizer's grid capped at C CTAs per SM (qcap1, qcap05 = 0.5)
     quantize_only_q* the quantizer alone, launched as in hopper_q*
+    hopper_cwg1      one compute warpgroup per CTA (64-row tiles), no split-K, as many stages as fit
+    hopper_cwg1s2    the same with split-K 2
     hopper_loaders2  two load warps at every n (hopper.two_load_warps decides otherwise)
     hopper_loaders1  one load warp below n = 64 whatever the k range
     gemm_only        the GEMM alone (plain launch) on activations quantized once per input
@@ -40,9 +42,11 @@ from liquidref.tiling import choose_tile_config, most_stages
 
 
 def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split_k: int | None = None,
-             tokens: int | None = None, k_per_stage: int | None = None):
+             tokens: int | None = None, k_per_stage: int | None = None, compute_warpgroups: int | None = None):
     def run(x_tiled, s_x, m, dw, out, programmatic=False):
         config = choose_tile_config(m, dw.n, dw.k)
+        if compute_warpgroups is not None:
+            config = most_stages(dataclasses.replace(config, compute_warpgroups=compute_warpgroups, stages=2))
         if tokens is not None:
             config = _with_tokens(config, tokens)
         if k_per_stage is not None and dw.k % k_per_stage == 0:
@@ -136,6 +140,10 @@ def register() -> None:
     for name in QUANTIZER_VARIANTS:
         api.register_backend(name, lambda *args, **kwargs: None, hopper.is_available)
     api.register_backend("hopper_no_pdl", _variant(False), hopper.is_available)
+    api.register_backend("hopper_cwg1", _variant(True, split_k=1, compute_warpgroups=1), hopper.is_available,
+                         programmatic=True)
+    api.register_backend("hopper_cwg1s2", _variant(True, split_k=2, compute_warpgroups=1), hopper.is_available,
+                         programmatic=True)
     for stages in (0, 1, 4, 8):
         api.register_backend(f"hopper_pf{stages}", _variant(True, stages), hopper.is_available, programmatic=True)
     for split in (2, 3, 4):
