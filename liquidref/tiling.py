@@ -96,8 +96,8 @@ class TileConfig:
             )
         if self.shared_memory_bytes > SHARED_MEMORY_LIMIT:
             raise ValueError(
-                f"{self} needs {self.shared_memory_bytes} bytes of shared memory, more than "
-                f"the {SHARED_MEMORY_LIMIT} a CTA can have"
+                f"{self} needs {self.shared_memory_bytes} bytes of dynamic shared memory, more than "
+                f"the {SHARED_MEMORY_LIMIT} a CTA can have beside the kernels' static variables"
             )
 
     @property
