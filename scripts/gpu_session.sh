@@ -10,8 +10,10 @@
 #   BENCH_ARGS       extra options of `liquidref bench` (e.g. "--quick", "--shapes llama2-70b")
 #   SKIP_TESTS=1     leave out the GPU property tests
 #   SKIP_BENCH=1     leave out the benchmark
-#   SANITIZE=1       add a compute-sanitizer memcheck of every backend on a small shape, and
-#                    racecheck on scripts/racecheck_probe.py (can racecheck judge a bulk-copy ring?)
+#   SANITIZE=1       add a compute-sanitizer memcheck of every backend on a small shape,
+#                    memcheck and synccheck of the Hopper kernel's sanitizer cases
+#                    (tests/gpu/test_hopper.py -k sanitizer_case), and racecheck on
+#                    scripts/racecheck_probe.py (can racecheck judge a bulk-copy ring?)
 #   SESSION_SECONDS  the whole session's budget (default 540; the device allows 600 per command):
 #                    the benchmark gets what is left, at most BENCH_SECONDS (default 360)
 #   TEST_SECONDS     time limit of the GPU tests (default 240; less when the session budget is short)
@@ -172,6 +174,20 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
       "$PY" -m gpu.bench --build-only --shapes 128x512 --m 5,16,64
     rc=$?
     finish_step sanitize $rc $start "$(grep -E 'ERROR SUMMARY' "$STEP_OUTPUT" | tail -n 1)"
+    # the Hopper kernel's own cases: split-K, a partial token group, a half row tile, one and two
+    # load warps, LiquidGEMM and ExCP, plain and programmatic launches, a ring that wraps
+    say "=== compute-sanitizer memcheck and synccheck of tests/gpu/test_hopper.py -k sanitizer_case"
+    start=$SECONDS
+    detail=""
+    rc=0
+    for tool in memcheck synccheck; do
+      logged "$LOG" 200 "$SANITIZER" --tool "$tool" --error-exitcode 99 \
+        "$PY" -m pytest -q -x -p no:cacheprovider tests/gpu/test_hopper.py -k sanitizer_case
+      tool_rc=$?
+      [ "$tool_rc" -ne 0 ] && rc=$tool_rc
+      detail+="$tool: $(grep -oE 'ERROR SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | cut -c 16-) "
+    done
+    finish_step cases $rc $start "$detail"
     # racecheck on the smallest bulk-copy ring, correct and racy (scripts/racecheck_probe.py):
     # whether racecheck can judge the kernel's ring at all. The step fails only if the correct
     # probe does not run or sums wrong.

@@ -1102,7 +1102,7 @@ exit $rc
 """
 
 
-def test_session_sanitize_runs_memcheck_and_the_racecheck_probe(tmp_path):
+def test_session_sanitize_runs_memcheck_the_sanitizer_cases_and_the_racecheck_probe(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     sanitizer = bin_dir / "compute-sanitizer"
@@ -1112,12 +1112,17 @@ def test_session_sanitize_runs_memcheck_and_the_racecheck_probe(tmp_path):
     done, calls, _ = _run_session(tmp_path / "ok", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ERROR SUMMARY: 0 errors" in _step(done.stdout, "sanitize")
+    assert "memcheck: 0 errors" in _step(done.stdout, "cases") and "synccheck: 0 errors" in _step(done.stdout, "cases")
+    assert sum("-k sanitizer_case" in c for c in calls) == 2
     racecheck = _step(done.stdout, "racecheck")
     assert "correct: 3 hazards" in racecheck and "early: 3 hazards" in racecheck
     assert [c.split()[-1] for c in calls if "racecheck_probe.py" in c] == ["correct", "early"]
     done, _, _ = _run_session(tmp_path / "wrong", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
                               STUB_PROBE_RC="1")
     assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "racecheck")
+    done, _, _ = _run_session(tmp_path / "cases", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
+                              STUB_TEST_RC="1")
+    assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "cases")
 
 
 def test_session_tests_that_all_skip_fail_the_step(tmp_path):
