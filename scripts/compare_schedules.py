@@ -150,7 +150,7 @@ def register() -> None:
         api.register_backend(f"hopper_split{split}", _variant(True, split_k=split), hopper.is_available,
                              programmatic=True)
     api.register_backend("quantize_only", lambda *args, **kwargs: None, hopper.is_available, programmatic=True)
-    for tokens in (32, 64):
+    for tokens in (8, 16, 32, 64):
         for split in (1, 2, 3, 4):
             api.register_backend(f"hopper_n{tokens}s{split}", _variant(True, split_k=split, tokens=tokens),
                                  hopper.is_available, programmatic=True)
