@@ -41,6 +41,10 @@ CTA_SHARED_MEMORY = 227 * 1024  # bytes of shared memory a Hopper CTA can have, 
 # scales) fit in this; tests/gpu/test_compile.py checks every build with ptxas -v.
 STATIC_SHARED_RESERVE = 1024
 SHARED_MEMORY_LIMIT = CTA_SHARED_MEMORY - STATIC_SHARED_RESERVE  # dynamic shared memory of a configuration
+# Tiles of this wgmma n stage the epilogue's fp16 results in shared memory after the ring, a tile
+# of tokens x rows x 2 bytes, and store y in 16-byte chunks (STAGED_STORES_N in
+# gpu/kernels/w4a8_hopper.cu, the same value; tests/gpu/test_codegen.py checks it).
+STAGED_STORES_TOKENS = 64
 # The kernel's shared memory beside the stage ring: its mbarriers, in a 256-byte region.
 # gpu/kernels/w4a8_hopper.cu holds the same value; tests/gpu/test_codegen.py checks it.
 BARRIER_REGION_BYTES = 256
@@ -121,9 +125,18 @@ class TileConfig:
         return self.tokens_per_cta * self.k_per_stage
 
     @property
+    def epilogue_staging_bytes(self) -> int:
+        """The epilogue's fp16 staging tile (tokens x rows) at n = STAGED_STORES_TOKENS, else 0."""
+        if self.tokens_per_cta != STAGED_STORES_TOKENS:
+            return 0
+        return self.tokens_per_cta * self.rows_per_cta * 2
+
+    @property
     def shared_memory_bytes(self) -> int:
-        """Dynamic shared memory of one CTA: the barrier region and the stage ring."""
-        return BARRIER_REGION_BYTES + self.stages * (self.weight_stage_bytes + self.activation_stage_bytes)
+        """Dynamic shared memory of one CTA: the barrier region, the stage ring and the
+        epilogue's staging tile."""
+        return (BARRIER_REGION_BYTES + self.stages * (self.weight_stage_bytes + self.activation_stage_bytes)
+                + self.epilogue_staging_bytes)
 
     def grid(self, m: int, n: int) -> tuple[int, int, int]:
         """Tiles along (weight rows, tokens) and ``split_k``, for an [M, K] x [N, K] problem.

@@ -288,6 +288,44 @@ struct EpilogueScales {
   }
 };
 
+// The epilogue's stores. A thread's accumulators cover 2 rows x BN/4 tokens scattered over the
+// tile, so writing them straight to y[m][n] takes BN/2 two-byte stores per thread, each warp's
+// store touching 4 tokens x 16 bytes. At n = STAGED_STORES_N a warpgroup instead writes its fp16
+// results into a shared-memory tile [BN tokens][CWG * 64 rows] (after the stage ring), then
+// stores whole 16-byte chunks of 8 rows of one token, a warp covering 4 tokens x 128 bytes
+// (H200, same run: 70B qkv M = 64 25.1 -> 24.5 us, gate_up M = 64 91.4 -> 89.5, M = 128
+// 156.4 -> 152.9; 15 of 16 cases at M = 64 and 128 faster by 1-4 %, 70B down M = 128 +0.8 %;
+// unlike the early scales, this epilogue change left the k loop's speed at n = 64 alone). liquidref.tiling
+// (STAGED_STORES_TOKENS) adds the tile's bytes to the configuration's shared memory.
+constexpr int STAGED_STORES_N = 64;
+
+template <int BN, int R>
+struct StagedStores {
+  static constexpr bool ON = BN == STAGED_STORES_N;
+  __half* tile;        // this warpgroup's first row, token 0 of the CTA's staging tile
+  int stride;          // halves between two tokens: CWG * 64
+  unsigned barrier_id; // EPILOGUE_BARRIER_ID + 0 or 1: a named barrier of this warpgroup
+
+  // 128 threads of the warpgroup, after every put(): the barrier, then R * 64 rows x BN tokens
+  // of y in 16-byte chunks (tokens >= M and row blocks >= blocks left out).
+  __device__ __forceinline__ void flush(unsigned thread, int first_block, int blocks, int M, int N, __half* y) const {
+    if (barrier_id == EPILOGUE_BARRIER_ID)
+      asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
+    else
+      asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID + 1), "n"(THREADS_PER_WARPGROUP) : "memory");
+    constexpr int CHUNKS_PER_TOKEN = R * BLOCK_ROWS / 8;
+#pragma unroll
+    for (int c = 0; c < BN * CHUNKS_PER_TOKEN / THREADS_PER_WARPGROUP; ++c) {
+      const int chunk = c * THREADS_PER_WARPGROUP + thread;
+      const int token = chunk / CHUNKS_PER_TOKEN, row = 8 * (chunk % CHUNKS_PER_TOKEN);
+      const int m = blockIdx.y * BN + token;
+      if (m < M && row < blocks * BLOCK_ROWS)
+        *reinterpret_cast<uint4*>(y + static_cast<size_t>(m) * N + first_block * BLOCK_ROWS + row) =
+            *reinterpret_cast<const uint4*>(tile + token * stride + row);
+    }
+  }
+};
+
 // The weights and the activations of a stage are requested by two load warps in parallel from
 // n = 64 on (faster at M >= 64 on an H100: 70B qkv M = 64 28.7 -> 25.7 us, down M = 128 91 -> 79
 // us), by one warp in stage order below (that order measured faster at decode for split-K
@@ -305,7 +343,9 @@ struct Config {
   static constexpr unsigned META_BYTES = CWG * BPS * META_BYTES_PER_BLOCK;
   static constexpr unsigned X_BYTES = BN * KS;
   static constexpr unsigned STAGE_BYTES = CODES_BYTES + META_BYTES + X_BYTES;
-  static constexpr unsigned SHARED_BYTES = BARRIER_REGION_BYTES + STAGES * STAGE_BYTES;
+  // the epilogue's fp16 tile [BN tokens][CWG * 64 rows] after the ring (see StagedStores)
+  static constexpr unsigned STAGING_BYTES = BN == STAGED_STORES_N ? BN * CWG * BLOCK_ROWS * 2 : 0;
+  static constexpr unsigned SHARED_BYTES = BARRIER_REGION_BYTES + STAGES * STAGE_BYTES + STAGING_BYTES;
   static constexpr int THREADS = (CWG + 1) * THREADS_PER_WARPGROUP;
   static_assert(KS % BLOCK_K == 0, "a stage holds whole 64-k blocks");
   static_assert(BN % 8 == 0 && BN >= 8 && BN <= 256, "wgmma n");
@@ -358,6 +398,10 @@ struct Tile {
     return ring + s * C::STAGE_BYTES + C::CODES_BYTES + rb * C::BPS * META_BYTES_PER_BLOCK;
   }
   __device__ unsigned x_at(int s) const { return ring + s * C::STAGE_BYTES + C::CODES_BYTES + C::META_BYTES; }
+  // the epilogue's staging tile after the ring (C::STAGING_BYTES; generic pointer into `smem`)
+  __device__ __half* staging(unsigned char* smem) const {
+    return reinterpret_cast<__half*>(smem + BARRIER_REGION_BYTES + STAGES * C::STAGE_BYTES);
+  }
   // the barriers of slot s's activations
   __device__ unsigned x_full(int s) const { return (SPLIT_LOADERS ? full_x : full_w) + 8 * s; }
   __device__ unsigned x_empty(int s) const { return (SPLIT_LOADERS ? empty_x : empty_w) + 8 * s; }
@@ -466,27 +510,34 @@ template <int BN, int R>
 __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int first_block, int blocks,
                                            unsigned thread, unsigned group_threads, bool leader,
                                            int& is_last_split, int M, int N,
-                                           const EpilogueScales<BN, R>& scales, __half* y, int* workspace,
-                                           int* tile_counters, int split_k) {
+                                           const EpilogueScales<BN, R>& scales, const StagedStores<BN, R>& staged,
+                                           __half* y, int* workspace, int* tile_counters, int split_k) {
   const int warp = thread / 32, lane = thread % 32;
   const int token_base = blockIdx.y * BN + 2 * (lane % 4);
   auto row_of = [&](int r, int i) {
     return (first_block + r) * BLOCK_ROWS + 16 * warp + lane / 4 + 8 * ((i >> 1) & 1);
   };
   auto token_of = [&](int i) { return token_base + (i & 1) + 8 * (i >> 2); };
+  // row block r's results: to y, or (staged) into the warpgroup's shared tile for flush()
   auto store = [&](int r, const int (&values)[BN / 2]) {
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) {
       const int n = row_of(r, i), m = token_of(i);
-      if (m < M)
-        y[static_cast<size_t>(m) * N + n] =
-            epilogue(values[i], scales.row(r, (i >> 1) & 1, n), scales.token(m));
+      const __half v = epilogue(values[i], scales.row(r, (i >> 1) & 1, n), scales.token(m));
+      if constexpr (StagedStores<BN, R>::ON)
+        staged.tile[(m - blockIdx.y * BN) * staged.stride + n - first_block * BLOCK_ROWS] = v;
+      else if (m < M)
+        y[static_cast<size_t>(m) * N + n] = v;
     }
+  };
+  auto flush = [&]() {
+    if constexpr (StagedStores<BN, R>::ON) staged.flush(thread, first_block, blocks, M, N, y);
   };
   if (split_k == 1) {
 #pragma unroll
     for (int r = 0; r < R; ++r)
       if (r < blocks) store(r, acc[r]);
+    flush();
     return;
   }
   auto slice = [&](int r, int split) {
@@ -530,6 +581,7 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
     }
     store(r, total);
   }
+  flush();
   if (leader) tile_counters[tile] = 0;
 }
 
@@ -621,8 +673,9 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   }
   __shared__ float token_scales[CWG][EpilogueScales<BN, 1>::SHARED_TOKENS];
   scales.publish(token_scales[cw], thread, EPILOGUE_BARRIER_ID + cw);
+  const StagedStores<BN, 1> staged{t.staging(smem) + cw * BLOCK_ROWS, CWG * BLOCK_ROWS, EPILOGUE_BARRIER_ID + cw};
   store_tile<BN, 1>(acc, t.first_row_block + cw, 1, thread, t.active_blocks * THREADS_PER_WARPGROUP,
-                    cw == 0 && thread == 0, is_last_split, M, N, scales, y, workspace, tile_counters, split_k);
+                    cw == 0 && thread == 0, is_last_split, M, N, scales, staged, y, workspace, tile_counters, split_k);
 }
 
 
@@ -680,7 +733,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
   __shared__ __align__(8) unsigned long long a_barriers[2 * EXCP_A_SLOTS];  // a_full[], a_empty[]
   const unsigned a_full_bar = shared_address(a_barriers);
   const unsigned a_empty_bar = a_full_bar + 8 * EXCP_A_SLOTS;
-  const unsigned a_ring = t.ring + STAGES * C::STAGE_BYTES;
+  const unsigned a_ring = t.ring + STAGES * C::STAGE_BYTES + C::STAGING_BYTES;
 
   if (threadIdx.x == 0) {
     // weights: the dequant threads; activations: the MMA leader (on empty_w too without split loaders)
@@ -758,8 +811,9 @@ __global__ void __launch_bounds__(3 * 128, 1)
   fence_registers(acc[1]);
   __shared__ float token_scales[EpilogueScales<BN, 2>::SHARED_TOKENS];
   scales.publish(token_scales, thread, EPILOGUE_BARRIER_ID);
+  const StagedStores<BN, 2> staged{t.staging(smem), 2 * BLOCK_ROWS, EPILOGUE_BARRIER_ID};
   store_tile<BN, 2>(acc, t.first_row_block, t.active_blocks, thread, THREADS_PER_WARPGROUP, thread == 0,
-                    is_last_split, M, N, scales, y, workspace, tile_counters, split_k);
+                    is_last_split, M, N, scales, staged, y, workspace, tile_counters, split_k);
 }
 
 }  // namespace hopper

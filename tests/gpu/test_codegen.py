@@ -11,6 +11,7 @@ from gpu import codegen, hopper
 from liquidref.tiling import (
     BARRIER_REGION_BYTES,
     SHARED_MEMORY_LIMIT,
+    STAGED_STORES_TOKENS,
     WGMMA_S8_N,
     TileConfig,
     choose_tile_config,
@@ -40,11 +41,20 @@ def test_barrier_region_matches_the_kernel():
     assert match and int(match.group(1)) == BARRIER_REGION_BYTES
 
 
+def test_staged_stores_n_matches_the_kernel():
+    """The kernel stages its epilogue at the n that liquidref.tiling budgets shared memory for."""
+    source = (KERNELS / hopper.SOURCE).read_text()
+    match = re.search(r"constexpr int STAGED_STORES_N = (\d+);", source)
+    assert match and int(match.group(1)) == STAGED_STORES_TOKENS
+    assert re.search(r"STAGING_BYTES = BN == STAGED_STORES_N \? BN \* CWG \* BLOCK_ROWS \* 2 : 0;", source)
+
+
 def test_kernel_name_and_shared_memory():
     config = TileConfig(2, 64, 128, 6, 3)
     assert hopper.kernel_name(config) == "liquidref::hopper::w4a8_hopper<2, 64, 128, 6>"
-    # 2 warpgroups x 2 blocks x (2048 + 128) + 64 tokens x 128 k, per stage
-    assert hopper.shared_memory_bytes(config) == 256 + 6 * (2 * 2 * 2176 + 64 * 128)
+    # 2 warpgroups x 2 blocks x (2048 + 128) + 64 tokens x 128 k, per stage; n = 64 adds the
+    # epilogue's fp16 staging tile, 64 tokens x 128 rows
+    assert hopper.shared_memory_bytes(config) == 256 + 6 * (2 * 2 * 2176 + 64 * 128) + 64 * 128 * 2
     assert hopper.shared_memory_bytes(config) == config.shared_memory_bytes
 
 

@@ -29,7 +29,9 @@ def test_defaults_and_derived_sizes():
     assert c.blocks_per_stage == 2
     assert c.weight_stage_bytes == 2 * 2 * (2048 + 128)
     assert c.activation_stage_bytes == 64 * 128
-    assert c.shared_memory_bytes == BARRIER_REGION_BYTES + 4 * (8704 + 8192)
+    assert c.epilogue_staging_bytes == 64 * 128 * 2  # n = 64 stages its fp16 tile for the stores
+    assert c.shared_memory_bytes == BARRIER_REGION_BYTES + 4 * (8704 + 8192) + 64 * 128 * 2
+    assert TileConfig(2, 32, 128, 4).epilogue_staging_bytes == 0
     assert c.grid(65, 200) == (2, 2, 1)
 
 
