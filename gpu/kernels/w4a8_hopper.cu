@@ -47,7 +47,7 @@ constexpr unsigned COMPUTE_WARPGROUP_REGISTERS = 232;
 constexpr unsigned CORE_MATRIX_BYTES = ACT_CORE_ROWS * ACT_CORE_BYTES;  // 128: 8 token rows x 16 k-bytes
 constexpr unsigned SPLIT_K_BARRIER_ID = 1;   // named barrier among the compute warpgroups
 constexpr unsigned LOADERS_BARRIER_ID = 2;   // named barrier between the two load warps
-constexpr unsigned EPILOGUE_BARRIER_ID = 3;  // + compute warpgroup (0, 1): its epilogue scales
+constexpr unsigned EPILOGUE_BARRIER_ID = 3;  // + compute warpgroup (0, 1): its epilogue's barrier
 constexpr unsigned WARP_LANES = 32;
 constexpr unsigned WARPS_PER_WARPGROUP = THREADS_PER_WARPGROUP / WARP_LANES;
 
@@ -214,6 +214,15 @@ __device__ __forceinline__ __half epilogue(int acc, float s1, float s_x) {
   return __float2half_rn(__fmul_rn(__int2float_rn(acc), __fmul_rn(s1, s_x)));
 }
 
+// bar.sync on a compute warpgroup's own epilogue barrier (EPILOGUE_BARRIER_ID + 0 or 1), its 128
+// threads. Immediate barrier ids, so ptxas reserves only those two (a register id reserves all 16).
+__device__ __forceinline__ void epilogue_barrier_sync(unsigned barrier_id) {
+  if (barrier_id == EPILOGUE_BARRIER_ID)
+    asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
+  else
+    asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID + 1), "n"(THREADS_PER_WARPGROUP) : "memory");
+}
+
 // The epilogue's scales of one warpgroup, s1 of its rows and s_x of the tile's tokens.
 //
 // Up to n = PRELOADED_SCALES_MAX_N they are read from global memory before the k loop, so their
@@ -269,11 +278,7 @@ struct EpilogueScales {
         const int j = thread + i * THREADS_PER_WARPGROUP;
         if (j < BN) shared_tokens[j] = loaded[i];
       }
-      // immediate barrier ids, so ptxas reserves only those (a register id reserves all 16)
-      if (barrier_id == EPILOGUE_BARRIER_ID)
-        asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
-      else
-        asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID + 1), "n"(THREADS_PER_WARPGROUP) : "memory");
+      epilogue_barrier_sync(barrier_id);
       tokens = shared_tokens;
     }
   }
@@ -295,8 +300,9 @@ struct EpilogueScales {
 // stores whole 16-byte chunks of 8 rows of one token, a warp covering 4 tokens x 128 bytes
 // (H200, same run: 70B qkv M = 64 25.1 -> 24.5 us, gate_up M = 64 91.4 -> 89.5, M = 128
 // 156.4 -> 152.9; 15 of 16 cases at M = 64 and 128 faster by 1-4 %, 70B down M = 128 +0.8 %;
-// unlike the early scales, this epilogue change left the k loop's speed at n = 64 alone). liquidref.tiling
-// (STAGED_STORES_TOKENS) adds the tile's bytes to the configuration's shared memory.
+// unlike the early scales, this epilogue change left the k loop's speed at n = 64 alone).
+// liquidref.tiling (STAGED_STORES_TOKENS) adds the tile's bytes to the configuration's shared
+// memory.
 constexpr int STAGED_STORES_N = 64;
 
 template <int BN, int R>
@@ -306,14 +312,13 @@ struct StagedStores {
   int stride;          // halves between two tokens: CWG * 64
   unsigned barrier_id; // EPILOGUE_BARRIER_ID + 0 or 1: a named barrier of this warpgroup
 
-  // 128 threads of the warpgroup, after every put(): the barrier, then R * 64 rows x BN tokens
-  // of y in 16-byte chunks (tokens >= M and row blocks >= blocks left out).
+  // The 128 threads of the warpgroup, once store_tile has put all its row blocks into `tile`:
+  // the barrier, then R * 64 rows x BN tokens of y in 16-byte chunks (tokens >= M and row blocks
+  // >= blocks left out).
   __device__ __forceinline__ void flush(unsigned thread, int first_block, int blocks, int M, int N, __half* y) const {
-    if (barrier_id == EPILOGUE_BARRIER_ID)
-      asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
-    else
-      asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID + 1), "n"(THREADS_PER_WARPGROUP) : "memory");
+    epilogue_barrier_sync(barrier_id);
     constexpr int CHUNKS_PER_TOKEN = R * BLOCK_ROWS / 8;
+    static_assert(BN * CHUNKS_PER_TOKEN % THREADS_PER_WARPGROUP == 0, "every thread stores as many chunks");
 #pragma unroll
     for (int c = 0; c < BN * CHUNKS_PER_TOKEN / THREADS_PER_WARPGROUP; ++c) {
       const int chunk = c * THREADS_PER_WARPGROUP + thread;
