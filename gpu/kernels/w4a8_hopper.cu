@@ -235,6 +235,9 @@ __device__ __forceinline__ void epilogue_barrier_sync(unsigned barrier_id) {
 //
 // Preloaded: with store_tile's register map, a thread's accumulators of row block r belong to
 // rows 64 (first_block + r) + 16 warp + lane / 4 + 8 h, h = 0, 1: those s1 stay in registers.
+// (The constructor spells that map out again rather than sharing a helper with store_tile: every
+// helper form tried changed the SASS of the whole kernel, whose schedule was measured as is; a
+// disagreement would show in the GPU property tests as wrong fp16 bytes at n <= 32.)
 // The BN token scales s_x[blockIdx.y * BN + j] (0 beyond M) are read into registers too,
 // j = thread, thread + 128, and only after the k loop put into shared memory (one copy per
 // warpgroup) for the threads that use them: a barrier before the loop would delay the first wgmma.
