@@ -5,7 +5,10 @@ Registers the ``"hopper"`` backend of ``gpu.api``. The tile configuration comes 
 caller passes one. The kernel runs the classic grid (row tiles x token tiles x split_k);
 ``TileConfig.stream_k_ctas`` (the persistent stream-K schedule the tiled reference models) is
 refused: a stream-K build of this kernel measured slower on an H200 (docs/performance.md).
-Split-K needs an int32 workspace (``split_k_workspace_ints``: one slice of partial sums per
+Split-K tiles with ``TileConfig.cluster_split`` (n <= 64, split_k 2-4: every split-K shape of
+the benchmark) are launched as thread block clusters of their split_k CTAs and add their
+partials through distributed shared memory (``ClusterExchange`` in the kernel). Other split-K
+launches need an int32 workspace (``split_k_workspace_ints``: one slice of partial sums per
 output tile and split, written before it is read in every launch) and one counter per output
 tile (zero; the kernel leaves it zero again), so both are allocated once per device and grown on
 demand.
@@ -25,7 +28,15 @@ import functools
 import numpy as np
 
 from liquidref.constants import BLOCK_ROWS, THREADS_PER_WARPGROUP
-from liquidref.tiling import SHARED_MEMORY_LIMIT, WGMMA_S8_N, TileConfig, choose_tile_config, most_stages
+from liquidref.tiling import (
+    CLUSTER_SPLIT_K_MAX,
+    CLUSTER_SPLIT_MAX_TOKENS,
+    SHARED_MEMORY_LIMIT,
+    WGMMA_S8_N,
+    TileConfig,
+    choose_tile_config,
+    most_stages,
+)
 
 from . import runtime
 
@@ -67,13 +78,19 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
 
 
-def kernel_name(config: TileConfig, variant: str = "hopper") -> str:
-    """The C++ name of the kernel instantiation for ``config`` and ``variant``."""
+def kernel_name(config: TileConfig, variant: str = "hopper", cluster_split: bool = False) -> str:
+    """The C++ name of the kernel instantiation for ``config`` and ``variant``; ``cluster_split``:
+    the build launched as clusters of a tile's split-K CTAs (``config.cluster_split`` must hold;
+    not for ``hopper_excp``)."""
     _check_variant(variant)
     template = VARIANTS[variant][0]
     fields = [config.tokens_per_cta, config.k_per_stage, config.stages]
     if template == "w4a8_hopper":
         fields.insert(0, config.compute_warpgroups)
+    if cluster_split:
+        if template != "w4a8_hopper" or not config.cluster_split:
+            raise ValueError(f"{config} ({variant}) has no cluster-split build")
+        fields.append("true")
     return f"liquidref::hopper::{template}<{', '.join(map(str, fields))}>"
 
 
@@ -121,18 +138,20 @@ _kernels: dict[tuple, object] = {}
 _scratch: dict[int, dict[str, object]] = {}
 
 
-def _kernel(config: TileConfig, variant: str = "hopper", two_loaders: bool = False):
+def _kernel(config: TileConfig, variant: str = "hopper", two_loaders: bool = False, cluster_split: bool = False):
     """The compiled kernel; ``two_loaders`` below n = SPLIT_LOADERS_MIN_N: the build with two
-    load warps at every n."""
+    load warps at every n; ``cluster_split``: the build launched as clusters (see ``run``)."""
     base = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages)
     two_loaders = two_loaders and base.tokens_per_cta < SPLIT_LOADERS_MIN_N
-    key = (base, variant, two_loaders)
+    key = (base, variant, two_loaders, cluster_split)
     if key not in _kernels:
-        name = kernel_name(base, variant)
+        name = kernel_name(config, variant, cluster_split)  # (split_k is a launch argument)
         options = VARIANTS[variant][1] + ((f"-D{TWO_LOADERS_DEFINE}",) if two_loaders else ())
         module = runtime.compile_module(SOURCE, name_expressions=(name,), options=options)
         kernel = module.get_function(name)
-        kernel.max_dynamic_shared_size_bytes = shared_memory_bytes(base, variant)
+        # one build serves every split_k, whose exchange buffers differ: allow the most a
+        # configuration may take (TileConfig checks each launch's own bytes against it)
+        kernel.max_dynamic_shared_size_bytes = SHARED_MEMORY_LIMIT
         _kernels[key] = kernel
     return _kernels[key]
 
@@ -180,6 +199,7 @@ def run(
     programmatic: bool = False,
     weight_prefetch: int | None = None,
     two_loaders: bool | None = None,
+    cluster_split: bool | None = None,
 ) -> None:
     """Launch the Hopper kernel: ``out[m, n] = fp16(float(x_i8 @ w_i8.T) * (s1[n] * s_x[m]))``.
 
@@ -198,6 +218,9 @@ def run(
             ``PROGRAMMATIC_WEIGHT_PREFETCH`` when programmatic, else 0).
         two_loaders: two load warps below n = ``SPLIT_LOADERS_MIN_N`` too (None: by
             ``two_load_warps``; from that n on there are always two).
+        cluster_split: add split-K partials through distributed shared memory, the split_k CTAs
+            of a tile launched as one cluster (None: where ``config.cluster_split``; False: through
+            the global workspace; ``hopper_excp`` always uses the workspace).
     """
     import cupy
 
@@ -226,16 +249,28 @@ def run(
         two_loaders = two_load_warps(config, k)
     elif not isinstance(two_loaders, bool):
         raise ValueError(f"two_loaders must be None, True or False; got {two_loaders!r}")
-    _launch(_kernel(config, variant, two_loaders), config, shared_memory_bytes(config, variant), x_tiled, s_x, m, dw,
-            out, programmatic, weight_prefetch)
+    if cluster_split is None:
+        cluster_split = config.cluster_split and variant != "hopper_excp"
+    elif not isinstance(cluster_split, bool):
+        raise ValueError(f"cluster_split must be None, True or False; got {cluster_split!r}")
+    elif cluster_split and variant == "hopper_excp":
+        raise ValueError("hopper_excp adds split-K partials through the workspace: cluster_split must not be True")
+    elif cluster_split and not config.cluster_split:
+        raise ValueError(f"{config}: cluster_split needs 2 <= split_k <= {CLUSTER_SPLIT_K_MAX} and "
+                         f"tokens_per_cta <= {CLUSTER_SPLIT_MAX_TOKENS} (TileConfig.cluster_split)")
+    _launch(_kernel(config, variant, two_loaders, cluster_split), config, shared_memory_bytes(config, variant),
+            x_tiled, s_x, m, dw, out, programmatic, weight_prefetch, cluster_split)
 
 
 def _launch(kernel, config: TileConfig, shared_mem: int, x_tiled, s_x, m: int, dw, out, programmatic: bool,
-            weight_prefetch: int) -> None:
-    """Launch a compiled kernel of ``w4a8_hopper.cu``'s signature on checked arguments."""
+            weight_prefetch: int, cluster_split: bool = False) -> None:
+    """Launch a compiled kernel of ``w4a8_hopper.cu``'s signature on checked arguments
+    (``cluster_split``: clusters of the split_k CTAs of a tile, ``config.cluster_split`` true)."""
     n, k = dw.n, dw.k
     grid = config.grid(m, n)
-    if config.split_k > 1:
+    if cluster_split:
+        workspace = counters = _zeroed("unused", 1)
+    elif config.split_k > 1:
         workspace = _zeroed("workspace", split_k_workspace_ints(config, m, n))
         counters = _zeroed("counters", grid[0] * grid[1])
     else:
@@ -248,6 +283,7 @@ def _launch(kernel, config: TileConfig, shared_mem: int, x_tiled, s_x, m: int, d
          np.int32(k), np.int32(config.split_k), np.int32(weight_prefetch)),
         shared_mem=shared_mem,
         programmatic=programmatic,
+        cluster=(1, 1, config.split_k) if cluster_split else None,
     )
 
 

@@ -524,7 +524,8 @@ def to_caller(y, like):
 # touches anything the earlier kernel writes or reads. CuPy's kernel call cannot set launch
 # attributes, so such launches go through cuLaunchKernelEx (CUDA driver >= 12.0) with ctypes.
 
-CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CUlaunchAttributeID (cuda.h)
+CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4  # CUlaunchAttributeID (cuda.h)
+CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6
 
 
 class _LaunchAttribute(ctypes.Structure):
@@ -579,7 +580,8 @@ def _kernel_argument(value):
     raise TypeError(f"kernel arguments must be CuPy arrays or np.int32/np.uint32/np.float32; got {type(value)}")
 
 
-def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = False) -> None:
+def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = False,
+           cluster: tuple[int, int, int] | None = None) -> None:
     """Launch a CuPy ``RawKernel`` function on the current stream.
 
     Args:
@@ -590,19 +592,34 @@ def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = 
         programmatic: launch with programmatic dependent launch (the kernel must execute
             ``griddepcontrol.wait`` before it touches what the previous kernel in the stream
             writes or reads). Falls back to a plain launch when the driver lacks cuLaunchKernelEx.
+        cluster: thread block cluster dimensions (x, y, z), each dividing the grid's; None: no
+            clusters. Needs cuLaunchKernelEx (raises ``RuntimeError`` without it).
     """
-    launch_ex = _launch_kernel_ex() if programmatic else None
-    if launch_ex is None:
-        kernel(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
-        return
-    cupy = require_gpu()
     grid = tuple(grid) + (1,) * (3 - len(grid))
     block = tuple(block) + (1,) * (3 - len(block))
-    attribute = _LaunchAttribute()
-    attribute.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-    attribute.value[0] = 1  # programmaticStreamSerializationAllowed (an int, little-endian)
+    if cluster is not None:
+        cluster = tuple(cluster)
+        if len(cluster) != 3 or any(c < 1 or g % c for c, g in zip(cluster, grid)):
+            raise ValueError(f"cluster must be 3 ints >= 1 dividing the grid {grid}; got {cluster}")
+    launch_ex = _launch_kernel_ex() if programmatic or cluster else None
+    if launch_ex is None:
+        if cluster:
+            raise RuntimeError("a cluster launch needs cuLaunchKernelEx (CUDA driver >= 12.0)")
+        kernel(grid, block, tuple(args), shared_mem=shared_mem)
+        return
+    cupy = require_gpu()
+    attributes = (_LaunchAttribute * 2)()
+    count = 0
+    if programmatic:
+        attributes[count].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        attributes[count].value[0] = 1  # programmaticStreamSerializationAllowed (an int, little-endian)
+        count += 1
+    if cluster:
+        attributes[count].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+        ctypes.memmove(attributes[count].value, (ctypes.c_uint * 3)(*cluster), 12)  # {x, y, z}
+        count += 1
     config = _LaunchConfig(*grid, *block, shared_mem, cupy.cuda.get_current_stream().ptr,
-                           ctypes.pointer(attribute), 1)
+                           ctypes.cast(attributes, ctypes.POINTER(_LaunchAttribute)), count)
     holders = [_kernel_argument(a) for a in args]
     params = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
     function = getattr(kernel, "kernel", kernel)  # RawKernel -> its cupy.cuda.Function (CUfunction)

@@ -45,6 +45,15 @@ SHARED_MEMORY_LIMIT = CTA_SHARED_MEMORY - STATIC_SHARED_RESERVE  # dynamic share
 # of tokens x rows x 2 bytes, and store y in 16-byte chunks (STAGED_STORES_N in
 # gpu/kernels/w4a8_hopper.cu, the same value; tests/gpu/test_codegen.py checks it).
 STAGED_STORES_TOKENS = 64
+# Split-K tiles up to this wgmma n, split into 2..CLUSTER_SPLIT_K_MAX, run as thread block clusters
+# of their split_k CTAs and add their partial sums through distributed shared memory: each row
+# block's owner CTA receives the others' int32 partials into an exchange buffer after the ring
+# (over the staging tile where there is one). Both values are ClusterExchange's in
+# gpu/kernels/w4a8_hopper.cu (tests/gpu/test_codegen.py checks them). Clusters of 4 measured
+# 40-50 % slower than the workspace on an H200 (8B o and down at M = 1-64: 128 CTAs in clusters
+# of 4 do not all fit on the GPCs at once), clusters of 2 faster (docs/performance.md).
+CLUSTER_SPLIT_K_MAX = 2
+CLUSTER_SPLIT_MAX_TOKENS = 64
 # The kernel's shared memory beside the stage ring: its mbarriers, in a 256-byte region.
 # gpu/kernels/w4a8_hopper.cu holds the same value; tests/gpu/test_codegen.py checks it.
 BARRIER_REGION_BYTES = 256
@@ -132,11 +141,28 @@ class TileConfig:
         return self.tokens_per_cta * self.rows_per_cta * 2
 
     @property
+    def cluster_split(self) -> bool:
+        """True when the split-K CTAs of a tile form a thread block cluster and add their
+        partials through distributed shared memory (2 <= split_k <= CLUSTER_SPLIT_K_MAX, n <=
+        CLUSTER_SPLIT_MAX_TOKENS); otherwise split-K partials go through a global workspace."""
+        return (2 <= self.split_k <= CLUSTER_SPLIT_K_MAX and self.tokens_per_cta <= CLUSTER_SPLIT_MAX_TOKENS
+                and not self.stream_k_ctas)
+
+    @property
+    def split_exchange_bytes(self) -> int:
+        """The cluster split's exchange buffer: split_k - 1 slices of one 64-row block's int32
+        partials (64 x tokens_per_cta), else 0."""
+        if not self.cluster_split:
+            return 0
+        return (self.split_k - 1) * BLOCK_ROWS * self.tokens_per_cta * 4
+
+    @property
     def shared_memory_bytes(self) -> int:
-        """Dynamic shared memory of one CTA: the barrier region, the stage ring and the
-        epilogue's staging tile."""
+        """Dynamic shared memory of one CTA: the barrier region, the stage ring and after it the
+        epilogue's staging tile and the cluster split's exchange buffer (the same bytes: the
+        kernel reads the exchange before it writes the staging tile)."""
         return (BARRIER_REGION_BYTES + self.stages * (self.weight_stage_bytes + self.activation_stage_bytes)
-                + self.epilogue_staging_bytes)
+                + max(self.epilogue_staging_bytes, self.split_exchange_bytes))
 
     def grid(self, m: int, n: int) -> tuple[int, int, int]:
         """Tiles along (weight rows, tokens) and ``split_k``, for an [M, K] x [N, K] problem.
@@ -260,7 +286,7 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
         tokens = 128
     else:
         tokens = prefill_tokens(m, n, num_sms)
-    base = most_stages(TileConfig(2, tokens, k_per_stage, 2, 1))
+    base = TileConfig(2, tokens, k_per_stage, 2, 1)
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles
     k_stages = base.k_stages(k)
@@ -273,4 +299,4 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
         split = max(1, min(num_sms // tiles, k_stages // 4))
     elif tiles < num_sms // 2:
         split = max(1, min(num_sms // tiles, k_stages // 16))
-    return dataclasses.replace(base, split_k=split)
+    return most_stages(dataclasses.replace(base, split_k=split))

@@ -25,6 +25,8 @@ Variants:
     hopper_cwg1s2    the same with split-K 2
     hopper_loaders2  two load warps at every n (hopper.two_load_warps decides otherwise)
     hopper_loaders1  one load warp below n = 64 whatever the k range
+    hopper_workspace split-K partials through the global workspace, not a cluster (where the
+                     chooser's configuration would run a cluster split)
     gemm_only        the GEMM alone (plain launch) on activations quantized once per input
     hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
                      older kernel source with the launch signature of commit ce4b231), launched
@@ -55,7 +57,8 @@ def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split
             split = max(1, min(config.split_k, dw.k // k_per_stage // 4))
             config = dataclasses.replace(longer, split_k=split)
         if split_k is not None and dw.k // config.k_per_stage >= split_k:
-            config = dataclasses.replace(config, split_k=split_k)
+            # at most the stages before (the cluster split's exchange buffer may take some)
+            config = most_stages(dataclasses.replace(config, split_k=split_k, stages=2), config.stages)
         hopper.run(x_tiled, s_x, m, dw, out, config, "hopper", programmatic=programmatic and allow_programmatic,
                    weight_prefetch=weight_prefetch if programmatic and allow_programmatic else None)
 
@@ -124,6 +127,11 @@ def _patch_linear() -> None:
     api.linear = patched
 
 
+def _workspace_run(x_tiled, s_x, m, dw, out, programmatic=False):
+    """The chooser's configuration with split-K partials through the global workspace."""
+    hopper.run(x_tiled, s_x, m, dw, out, None, "hopper", programmatic=programmatic, cluster_split=False)
+
+
 def _loaders_variant(two_loaders: bool):
     """The chooser's configuration with two load warps below n = 64 always, or never."""
     def run(x_tiled, s_x, m, dw, out, programmatic=False):
@@ -140,6 +148,7 @@ def register() -> None:
     for name in QUANTIZER_VARIANTS:
         api.register_backend(name, lambda *args, **kwargs: None, hopper.is_available)
     api.register_backend("hopper_no_pdl", _variant(False), hopper.is_available)
+    api.register_backend("hopper_workspace", _workspace_run, hopper.is_available, programmatic=True)
     api.register_backend("hopper_cwg1", _variant(True, split_k=1, compute_warpgroups=1), hopper.is_available,
                          programmatic=True)
     api.register_backend("hopper_cwg1s2", _variant(True, split_k=2, compute_warpgroups=1), hopper.is_available,

@@ -27,8 +27,10 @@
 // The two compute warpgroups never synchronize with each other: while one dequantizes, the
 // other's wgmma keeps the tensor core busy (the hardware interleaves them), and inside one
 // warpgroup the dequant of stage s+1 overlaps the asynchronous wgmma of stage s (two A-register
-// buffers). Split-K CTAs store their exact int32 partials into their own workspace slices; the
-// last CTA of a tile to finish adds the others' slices to its registers and runs the epilogue.
+// buffers). The split-K CTAs of a tile (split_k = 2, n <= 64) run as one thread block cluster:
+// each row block's partials go from the other CTA's registers into its owner's shared memory
+// (ClusterExchange). Other split-K CTAs store their exact int32 partials into their own workspace
+// slices; the last CTA of a tile to finish adds the others' slices and runs the epilogue.
 //
 // Data formats: liquidref/layout.py (weights: codes[N/64][K/64][2048], meta[N/64][K/64][128];
 // activations: x_tiled[M_pad/8][K/16][8][16]); tile configuration: liquidref/tiling.py.
@@ -70,14 +72,14 @@ __device__ __forceinline__ void mbarrier_arrive(unsigned bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 
+// Spin on a try_wait form (PTX, its operands: done, [bar], parity) until the phase with `parity`
+// has completed.
+#define LIQUIDREF_MBARRIER_WAIT_LOOP(TRY_WAIT) \
+  "{\n.reg .pred done;\nWAIT:\n" TRY_WAIT " done, [%0], %1;\n@!done bra WAIT;\n}\n"
+
 __device__ __forceinline__ void mbarrier_wait(unsigned bar, unsigned parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
+  asm volatile(LIQUIDREF_MBARRIER_WAIT_LOOP("mbarrier.try_wait.parity.shared::cta.b64") ::"r"(bar), "r"(parity)
+               : "memory");
 }
 
 // One bulk asynchronous copy global -> shared that completes `bytes` on the mbarrier.
@@ -100,6 +102,44 @@ __device__ __forceinline__ int counter_add_acq_rel(int* counter, int value) {
   int old;
   asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(counter), "r"(value) : "memory");
   return old;
+}
+
+// ---- thread block clusters (split-K through distributed shared memory) ----
+
+// CTAs in this CTA's cluster (1 when launched without clusters).
+__device__ __forceinline__ unsigned cluster_size() {
+  unsigned n;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+  return n;
+}
+
+// The shared::cluster address of `addr` (a shared::cta address of this CTA) in cluster CTA `rank`.
+__device__ __forceinline__ unsigned map_to_cluster_cta(unsigned addr, unsigned rank) {
+  unsigned mapped;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(mapped) : "r"(addr), "r"(rank));
+  return mapped;
+}
+
+// Split barrier over every thread of the cluster: each thread arrives once (release), a thread
+// that waits (acquire) passes once all non-exited threads of the cluster have arrived.
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
+
+// 16 bytes into another cluster CTA's shared memory; their arrival completes 16 bytes of the
+// transaction count of that CTA's mbarrier `remote_bar` (both shared::cluster addresses).
+__device__ __forceinline__ void store_to_cluster_cta(unsigned remote_addr, int4 v, unsigned remote_bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.s32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
+                   remote_addr),
+               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(remote_bar)
+               : "memory");
+}
+
+// mbarrier_wait with acquire semantics at cluster scope: what other cluster CTAs wrote before
+// completing the phase is visible after it.
+__device__ __forceinline__ void mbarrier_wait_cluster(unsigned bar, unsigned parity) {
+  asm volatile(LIQUIDREF_MBARRIER_WAIT_LOOP("mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64")
+               ::"r"(bar), "r"(parity)
+               : "memory");
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
@@ -593,11 +633,88 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
   if (leader) tile_counters[tile] = 0;
 }
 
+// Split-K through distributed shared memory: launched with clusters of split_k CTAs along z
+// (gpu/hopper.py does for 2 <= split_k <= CLUSTER_SPLIT_K_MAX), the k splits of a tile are one
+// cluster, and row block b (compute warpgroup b) is finished by the cluster CTA of rank
+// b % split_k, its owner. The other CTAs' warpgroups b send their int32 partials from registers
+// into the owner's exchange buffer (st.async, each 16 bytes completing on the owner's exchange
+// mbarrier); the owner waits for split_k - 1 slices, adds them to its registers and runs the
+// epilogue. No workspace, no tile counter and no L2 round trip, and the row blocks' epilogues
+// run on different SMs:
+//
+//   split_k = 2, CWG = 2      CTA z = 0                       CTA z = 1
+//                             WG 0: owner of row block 0  <-  WG 0: sends its partials
+//                             WG 1: sends its partials    ->  WG 1: owner of row block 1
+//
+// Exchange buffer: after the stage ring, over the staging tile at n = STAGED_STORES_N (the owner
+// warpgroup writes that only after it has read the exchange; the sender warpgroup of the CTA
+// never does). Slot j holds the j-th sender in rank order: 64 * BN ints, int4 chunk c of thread
+// t at [c][t], as the workspace slices of store_tile. liquidref.tiling (CLUSTER_SPLIT_K_MAX,
+// TileConfig.split_exchange_bytes) sizes it.
+//
+// H200, against the workspace in the same run: split-K 2 faster on every case at M = 1-64
+// (70B o M = 16 14.9 -> 14.5 us, M = 64 18.6 -> 18.0; 8B qkv M = 1 8.6 -> 8.0); clusters of 4
+// 40-50 % slower (8B o M = 1 7.1 -> 9.9 us: 32 clusters of 4 do not all fit on the GPCs at
+// once), hence CLUSTER_SPLIT_K_MAX. Decode and mid-M tiles (n <= CLUSTER_SPLIT_MAX_N) only;
+// wider tiles split at few shapes and keep the workspace.
+constexpr int CLUSTER_SPLIT_K_MAX = 2;
+constexpr int CLUSTER_SPLIT_MAX_N = 64;
+
+template <int BN>
+struct ClusterExchange {
+  static constexpr unsigned SLOT_BYTES = BLOCK_ROWS * BN * 4;
+  unsigned buffer;      // shared::cta address of this CTA's exchange buffer
+  const int4* slots;    // the same, as a generic pointer
+  unsigned barrier;     // this CTA's exchange mbarrier
+
+  __device__ static int owner(int row_block, int split_k) { return row_block % split_k; }
+
+  // Thread 0 at init, before fence.mbarrier_init: the barrier's one arrival is the owner's own,
+  // with the bytes of split_k - 1 slices. A CTA owns at most one row block (CWG <= 2 <= split_k).
+  __device__ void init(int active_blocks, int split_k) const {
+    mbarrier_init(barrier, 1);
+    if (static_cast<int>(blockIdx.z) < active_blocks)
+      mbarrier_arrive_expect_tx(barrier, (split_k - 1) * SLOT_BYTES);
+  }
+
+  // The 128 threads of a sender warpgroup. Every thread of the cluster has passed
+  // cluster_arrive() after the barriers' init, so the owner's barrier is ready after cluster_wait.
+  __device__ __forceinline__ void send(const int (&acc)[BN / 2], int owner_rank, unsigned thread) const {
+    const int slot = blockIdx.z - (static_cast<int>(blockIdx.z) > owner_rank);
+    const unsigned remote = map_to_cluster_cta(buffer + slot * SLOT_BYTES, owner_rank) + 16 * thread;
+    const unsigned remote_barrier = map_to_cluster_cta(barrier, owner_rank);
+    cluster_wait();
+#pragma unroll
+    for (int c = 0; c < BN / 8; ++c)
+      store_to_cluster_cta(remote + 16 * THREADS_PER_WARPGROUP * c,
+                           make_int4(acc[4 * c], acc[4 * c + 1], acc[4 * c + 2], acc[4 * c + 3]), remote_barrier);
+  }
+
+  // The 128 threads of the owner warpgroup: wait for every slice and add them (exact in int32).
+  __device__ __forceinline__ void receive(int (&acc)[BN / 2], int split_k, unsigned thread) const {
+    mbarrier_wait_cluster(barrier, 0);
+    for (int slot = 0; slot + 1 < split_k; ++slot) {
+      const int4* mine = slots + slot * (SLOT_BYTES / 16) + thread;
+#pragma unroll
+      for (int c = 0; c < BN / 8; ++c) {
+        const int4 v = mine[c * THREADS_PER_WARPGROUP];
+        acc[4 * c] += v.x;
+        acc[4 * c + 1] += v.y;
+        acc[4 * c + 2] += v.z;
+        acc[4 * c + 3] += v.w;
+      }
+    }
+  }
+};
+
 // grid = (ceil(N / (64 CWG)), ceil(M / BN), split_k); block = (CWG + 1) * 128 threads;
-// dynamic shared memory = Config::SHARED_BYTES. K % KS == 0 and N % 64 == 0 (checked in Python).
-// weight_prefetch: 0, or the stages of weights to request before waiting for the producer grid
-// (programmatic dependent launch; see load_stages).
-template <int CWG, int BN, int KS, int STAGES>
+// dynamic shared memory = Config::SHARED_BYTES (+ the exchange buffer, see ClusterExchange).
+// K % KS == 0 and N % 64 == 0 (checked in Python). weight_prefetch: 0, or the stages of weights
+// to request before waiting for the producer grid (programmatic dependent launch; see
+// load_stages). CLUSTER_SPLIT: launched as clusters of the split_k (2..CLUSTER_SPLIT_K_MAX) CTAs
+// of each tile, which add their partials through ClusterExchange; only that build has its code,
+// so the other builds' SASS stays as measured without it.
+template <int CWG, int BN, int KS, int STAGES, bool CLUSTER_SPLIT = false>
 __global__ void __launch_bounds__((CWG + 1) * 128, 1)
     w4a8_hopper(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ meta,
                 const float* __restrict__ s1, const signed char* __restrict__ x_tiled,
@@ -606,19 +723,30 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   using C = Config<CWG, BN, KS, STAGES>;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int is_last_split;
+  __shared__ __align__(8) unsigned long long exchange_barrier;
 
   const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
   const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
   const Tile<CWG, BN, KS, STAGES> t(smem, M, N, K, split_k);
   constexpr bool SPLIT_LOADERS = Tile<CWG, BN, KS, STAGES>::SPLIT_LOADERS;
+  static_assert(!CLUSTER_SPLIT || (BN <= CLUSTER_SPLIT_MAX_N && CWG <= 2),
+                "cluster splits: n <= CLUSTER_SPLIT_MAX_N, and a CTA owns at most one row block");
+  const ClusterExchange<BN> exchange{shared_address(t.staging(smem)), reinterpret_cast<const int4*>(t.staging(smem)),
+                                     shared_address(&exchange_barrier)};
 
   if (threadIdx.x == 0) {
+    if constexpr (CLUSTER_SPLIT) {
+      // a launch without its clusters would send partials to CTAs that are not there
+      if (split_k < 2 || split_k > CLUSTER_SPLIT_K_MAX || cluster_size() != static_cast<unsigned>(split_k)) __trap();
+    }
     // each half of a slot: one arrival per compute warp, once its wgmmas of the stage are done
     // (freeing the weights right after the dequant measured no faster)
     t.init_barriers(WARPS_PER_WARPGROUP * t.active_blocks, WARPS_PER_WARPGROUP * t.active_blocks);
+    if constexpr (CLUSTER_SPLIT) exchange.init(t.active_blocks, split_k);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
+  if constexpr (CLUSTER_SPLIT) cluster_arrive();  // every thread: this CTA's barriers are initialized
 
   if (warpgroup == 0) {
     // ---------------- load warpgroup: one or two warps issue the bulk copies ----------------
@@ -679,11 +807,22 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[0][i] += chains[c][i];  // partial sums: exact in int32
   }
+  if constexpr (CLUSTER_SPLIT) {
+    const int owner = ClusterExchange<BN>::owner(cw, split_k);
+    if (static_cast<int>(blockIdx.z) != owner) {
+      exchange.send(acc[0], owner, thread);
+      return;
+    }
+    exchange.receive(acc[0], split_k, thread);
+    // the exchange lies under the staging tile: every thread has read it before any writes there
+    if constexpr (StagedStores<BN, 1>::ON) epilogue_barrier_sync(EPILOGUE_BARRIER_ID + cw);
+  }
   __shared__ float token_scales[CWG][EpilogueScales<BN, 1>::SHARED_TOKENS];
   scales.publish(token_scales[cw], thread, EPILOGUE_BARRIER_ID + cw);
   const StagedStores<BN, 1> staged{t.staging(smem) + cw * BLOCK_ROWS, CWG * BLOCK_ROWS, EPILOGUE_BARRIER_ID + cw};
   store_tile<BN, 1>(acc, t.first_row_block + cw, 1, thread, t.active_blocks * THREADS_PER_WARPGROUP,
-                    cw == 0 && thread == 0, is_last_split, M, N, scales, staged, y, workspace, tile_counters, split_k);
+                    cw == 0 && thread == 0, is_last_split, M, N, scales, staged, y, workspace, tile_counters,
+                    CLUSTER_SPLIT ? 1 : split_k);
 }
 
 
@@ -842,9 +981,10 @@ __global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, 
 }
 
 // The configurations choose_tile_config launches for K % 256 == 0 (n = 8, 16, 32, 64 up to
-// M = 128, 128 up to M = 2047, 176-224 beyond; tests/gpu/test_compile.py checks the list against
-// it), two odd ones, and the ExCP ablation at decode, mid M and prefill, for the CPU-side
-// compile, SASS and ptxas checks. Both kernels take the same parameters.
+// M = 128, each also as a cluster split, 128 up to M = 2047, 176-224 beyond;
+// tests/gpu/test_compile.py checks the list against it), two odd ones, and the ExCP ablation at
+// decode, mid M and prefill, for the CPU-side compile, SASS and ptxas checks. Both kernels take
+// the same parameters.
 #define HOPPER_KERNEL_PARAMETERS                                                                  \
   const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*, \
       int*, int*, int, int, int, int, int
@@ -852,6 +992,10 @@ template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 256, 8>(HOPPER_KER
 template __global__ void liquidref::hopper::w4a8_hopper<2, 16, 256, 8>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 32, 256, 8>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 256, 6>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 256, 8, true>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 16, 256, 8, true>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 32, 256, 8, true>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<2, 64, 256, 6, true>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 128, 256, 4>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 176, 256, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 192, 256, 3>(HOPPER_KERNEL_PARAMETERS);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from gpu import codegen, hopper
 from liquidref.tiling import (
     BARRIER_REGION_BYTES,
+    CLUSTER_SPLIT_K_MAX,
+    CLUSTER_SPLIT_MAX_TOKENS,
     SHARED_MEMORY_LIMIT,
     STAGED_STORES_TOKENS,
     WGMMA_S8_N,
@@ -50,12 +53,35 @@ def test_staged_stores_n_matches_the_kernel():
 
 
 def test_kernel_name_and_shared_memory():
-    config = TileConfig(2, 64, 128, 6, 3)
+    config = TileConfig(2, 64, 128, 6, 1)
     assert hopper.kernel_name(config) == "liquidref::hopper::w4a8_hopper<2, 64, 128, 6>"
+    split = dataclasses.replace(config, split_k=2)
+    assert hopper.kernel_name(split, cluster_split=True) == "liquidref::hopper::w4a8_hopper<2, 64, 128, 6, true>"
+    for no_cluster, variant in ((config, "hopper"), (split, "hopper_excp")):
+        with pytest.raises(ValueError, match="has no cluster-split build"):
+            hopper.kernel_name(no_cluster, variant, cluster_split=True)
     # 2 warpgroups x 2 blocks x (2048 + 128) + 64 tokens x 128 k, per stage; n = 64 adds the
     # epilogue's fp16 staging tile, 64 tokens x 128 rows
-    assert hopper.shared_memory_bytes(config) == 256 + 6 * (2 * 2 * 2176 + 64 * 128) + 64 * 128 * 2
+    ring = 256 + 6 * (2 * 2 * 2176 + 64 * 128)
+    assert hopper.shared_memory_bytes(config) == ring + 64 * 128 * 2
     assert hopper.shared_memory_bytes(config) == config.shared_memory_bytes
+    # split-K 2 as a cluster: the exchange buffer (one slice of 64 rows x 64 tokens of int32)
+    # lies over the staging tile, the same 16 KiB; split-K 3 goes through the workspace
+    assert hopper.shared_memory_bytes(dataclasses.replace(config, split_k=2)) == ring + 64 * 64 * 4
+    assert hopper.shared_memory_bytes(dataclasses.replace(config, split_k=3)) == ring + 64 * 128 * 2
+    assert hopper.shared_memory_bytes(TileConfig(2, 32, 128, 6, 2)) == 256 + 6 * (2 * 2 * 2176 + 32 * 128) + 64 * 32 * 4
+
+
+def test_cluster_split_limits_match_the_kernel():
+    """liquidref.tiling sizes the exchange buffer for the cluster splits the kernel runs."""
+    source = (KERNELS / hopper.SOURCE).read_text()
+    match = re.search(r"constexpr int CLUSTER_SPLIT_K_MAX = (\d+);", source)
+    assert match and int(match.group(1)) == CLUSTER_SPLIT_K_MAX
+    match = re.search(r"constexpr int CLUSTER_SPLIT_MAX_N = (\d+);", source)
+    assert match and int(match.group(1)) == CLUSTER_SPLIT_MAX_TOKENS
+    # a slice: 64 rows x BN tokens of int32, as TileConfig.split_exchange_bytes counts them
+    assert "static constexpr unsigned SLOT_BYTES = BLOCK_ROWS * BN * 4;" in source
+    assert "mbarrier_arrive_expect_tx(barrier, (split_k - 1) * SLOT_BYTES)" in source
 
 
 def test_split_k_workspace_size():
@@ -94,7 +120,7 @@ def test_two_load_warps_rule_and_the_kernels_default():
     assert hopper.two_load_warps(TileConfig(2, 8, 256, 8, 1), k)  # a long unsplit k range
     assert not hopper.two_load_warps(TileConfig(2, 8, 256, 8, 1), k - 256)  # one stage short
     assert not hopper.two_load_warps(TileConfig(2, 16, 256, 8, 2), 2 * k)  # split-K
-    assert hopper.two_load_warps(TileConfig(2, 64, 256, 6, 4), 1024)  # n >= 64: always
+    assert hopper.two_load_warps(TileConfig(2, 64, 256, 5, 4), 1024)  # n >= 64: always
     # the 70B decode tiles: qkv and gate_up unsplit (32 stages), o and down split
     assert [hopper.two_load_warps(choose_tile_config(1, n, k), k)
             for n, k in ((10240, 8192), (57344, 8192), (8192, 8192), (8192, 28672))] == [True, True, False, False]

@@ -278,18 +278,18 @@ def test_hopper_wgmmas_are_never_serialized(defines, build_dir):
 
 
 def test_hopper_checks_cover_the_chosen_configurations():
-    """The SASS-check instantiations of w4a8_hopper.cu include every (n, k per stage, stages)
-    choose_tile_config launches for K % 256 == 0 (the checks above then cover them)."""
+    """The SASS-check instantiations of w4a8_hopper.cu include every build choose_tile_config
+    launches for K % 256 == 0, cluster splits included (the checks above then cover them)."""
     from liquidref.tiling import choose_tile_config
 
     text = (runtime.KERNELS_DIR / "w4a8_hopper.cu").read_text()
-    checked = set(re.findall(r"w4a8_hopper(?:_excp)?<([0-9, ]+)>\(", text))
+    checked = set(re.findall(r"(w4a8_hopper(?:_excp)?<[0-9a-z, ]+>)\(", text))
     for m in (1, 9, 16, 17, 32, 33, 64, 65, 128, 129, 2047, 2048, 2100, 3000, 4096, 8192):
         for n, k in ((4096, 4096), (6144, 4096), (4096, 14336), (8192, 8192), (10240, 8192), (57344, 8192),
                      (8192, 28672)):
             config = choose_tile_config(m, n, k)
-            fields = (config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages)
-            assert ", ".join(map(str, fields)) in checked, f"M={m} N={n} K={k}: {hopper.kernel_name(config)}"
+            name = hopper.kernel_name(config, cluster_split=config.cluster_split)
+            assert name.removeprefix("liquidref::hopper::") in checked, f"M={m} N={n} K={k}: {name}"
 
 
 @pytest.mark.parametrize("arch", runtime.source_archs("w4a8_mma_sync.cu"))

@@ -5,7 +5,8 @@ programmatic dependent launch right after the activation quantizer).
 Runs on an sm_90 GPU only (the other tests of this module skip with the reason elsewhere). The
 drawn cases and the byte-for-byte check are those of ``test_mma_sync.py``; here Hypothesis also
 draws the tile configuration (wgmma n, k per stage, stages, split-K, one or two compute
-warpgroups), so ragged M and N, every token-tile edge and uneven split-K ranges are exercised.
+warpgroups), so ragged M and N, every token-tile edge and uneven split-K ranges are exercised,
+with split-K partials added through a cluster's distributed shared memory or the workspace.
 
 Memory and race checking on the GPU (a Firecracker machine), from the repository root::
 
@@ -76,11 +77,12 @@ def tile_configs(draw, k: int):
     return TileConfig(cwg, tokens, ks, stages, split)
 
 
-def _device_runner(cp, config=None, variant="hopper", two_loaders=None):
+def _device_runner(cp, config=None, variant="hopper", two_loaders=None, cluster_split=None):
     def run(x_tiled, s_x, m, packed, out):
         dw = api.upload(packed)
         out_d = cp.asarray(out)
-        hopper.run(cp.asarray(x_tiled), cp.asarray(s_x), m, dw, out_d, config, variant, two_loaders=two_loaders)
+        hopper.run(cp.asarray(x_tiled), cp.asarray(s_x), m, dw, out_d, config, variant, two_loaders=two_loaders,
+                   cluster_split=cluster_split)
         return cp.asnumpy(out_d)
 
     return run
@@ -96,10 +98,13 @@ def _poisoned_host(shape):
 @given(case=gemm_cases(max_m=300, max_n=640, max_k=1024), data=st.data())
 def test_every_tile_configuration_is_bit_exact(hopper_gpu, case, data):
     """Drawn configurations, each below n = 64 with one load warp or (the build for long
-    unsplit k ranges) two."""
+    unsplit k ranges) two, and split-K tiles that can run as clusters either way (partials
+    through distributed shared memory or through the workspace)."""
     config = data.draw(tile_configs(case.w.k), label="config")
     two_loaders = data.draw(st.booleans(), label="two_loaders")
-    check_backend(_device_runner(hopper_gpu, config, two_loaders=two_loaders), case, _poisoned_host)
+    cluster_split = data.draw(st.booleans(), label="cluster_split") if config.cluster_split else False
+    check_backend(_device_runner(hopper_gpu, config, two_loaders=two_loaders, cluster_split=cluster_split), case,
+                  _poisoned_host)
 
 
 @given(case=gemm_cases())
@@ -147,8 +152,9 @@ def test_linear_through_the_api(hopper_gpu, poisoned, case):
 
 def test_split_k_reuses_its_workspace(hopper_gpu):
     """Split-K's last CTA resets the tile counters and every split rewrites its workspace slice:
-    back-to-back calls stay exact (the chooser's split at decode, and split-K 3 at M = 64), also
-    with the workspace full of stale partials from a bigger earlier call."""
+    back-to-back calls stay exact (the chooser's split at decode, as a cluster and through the
+    workspace, and split-K 3 at M = 64), also with the workspace full of stale partials from a
+    bigger earlier call."""
     rng = np.random.default_rng(7)
     W = rng.standard_normal((256, 2048)).astype(np.float16)
     w = liquidref.quantize_weight(W)
@@ -162,11 +168,36 @@ def test_split_k_reuses_its_workspace(hopper_gpu):
             assert np.array_equal(hopper_gpu.asnumpy(got).view(np.uint16), want)
         x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X))
         out = hopper_gpu.empty((m, 256), hopper_gpu.float16)
-        for _ in range(2):
-            hopper.run(x_tiled, s_x, m, dw, out, TileConfig(2, 16 if m <= 16 else 64, 256, 3, 3))
-            assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), want)
+        for config in (TileConfig(2, 16 if m <= 16 else 64, 256, 3, 3), liquidref.choose_tile_config(m, 256, 2048)):
+            for _ in range(2):
+                hopper.run(x_tiled, s_x, m, dw, out, config, cluster_split=False)
+                assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), want)
     counters = hopper._scratch[hopper_gpu.cuda.Device().id]["counters"]
     assert int(hopper_gpu.count_nonzero(counters)) == 0
+
+
+@pytest.mark.parametrize("tokens", [8, 16, 32, 64])
+def test_split_k_runs_as_clusters(hopper_gpu, monkeypatch, tokens):
+    """Split-K 2 at n <= 64 launches clusters of the tile's two CTAs by default (partials
+    through distributed shared memory), bit-exact with a half row tile (N = 192: the second CTA
+    of the last cluster owns no row block) and a partial token tile; split-K 3 and
+    cluster_split=False take the workspace, with the same bytes."""
+    clusters = []
+    launch = hopper.runtime.launch
+    monkeypatch.setattr(hopper.runtime, "launch",
+                        lambda *args, **kwargs: clusters.append(kwargs.get("cluster")) or launch(*args, **kwargs))
+    rng = np.random.default_rng(tokens)
+    w = liquidref.quantize_weight(rng.standard_normal((192, 1536)).astype(np.float16))
+    m = tokens - 3
+    X = rng.standard_normal((m, 1536)).astype(np.float16)
+    want = liquidref.w4a8_linear(X, w).view(np.uint16)
+    dw = api.upload(w)
+    x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X))
+    for split, cluster_split in ((2, None), (2, False), (3, None)):
+        out = hopper_gpu.empty((m, 192), hopper_gpu.float16)
+        hopper.run(x_tiled, s_x, m, dw, out, TileConfig(2, tokens, 256, 2, split), cluster_split=cluster_split)
+        assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), want)
+    assert clusters == [(1, 1, 2), None, None]
 
 
 def test_torch_tensors_in_and_out(hopper_gpu, torch_cuda):
@@ -195,18 +226,26 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, stream_k_ctas=3))
     with pytest.raises(ValueError, match="weight_prefetch"):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), weight_prefetch=-1)
+    with pytest.raises(ValueError, match="cluster_split needs 2 <= split_k"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), cluster_split=True)
+    with pytest.raises(ValueError, match="hopper_excp adds split-K partials through the workspace"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), "hopper_excp", cluster_split=True)
+    with pytest.raises(ValueError, match="cluster_split must be None, True or False"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=1)
 
 
 @pytest.mark.parametrize(("tokens", "two_loaders"), [(16, False), (16, True), (64, True)],
                          ids=["one_load_warp", "two_load_warps_small_n", "two_load_warps"])
-@pytest.mark.parametrize("variant", ["hopper", "hopper_excp"])
+@pytest.mark.parametrize(("variant", "cluster_split"), [("hopper", None), ("hopper", False), ("hopper_excp", None)],
+                         ids=["hopper", "hopper_workspace", "hopper_excp"])
 @pytest.mark.parametrize("programmatic", [False, True], ids=["plain", "programmatic"])
-def test_sanitizer_case(hopper_gpu, variant, programmatic, tokens, two_loaders):
+def test_sanitizer_case(hopper_gpu, variant, cluster_split, programmatic, tokens, two_loaders):
     """A small split-K GEMM with a partial token group and a half row tile (N = 192), launched
     plainly and right after the quantizer with programmatic dependent launch (prefetching two
     stages of weights), for compute-sanitizer (see above); n = 16 with one load warp or two (the
     build for long unsplit k ranges), n = 64 with two (weights and activations on their own
-    barriers)."""
+    barriers); the split's partials through a cluster's shared memory (the default) or through
+    the workspace."""
     config = TileConfig(2, tokens, 128, 3, 2)
     rng = np.random.default_rng(11)
     W = rng.standard_normal((192, 1024)).astype(np.float16)  # 4 stages per split: the ring wraps
@@ -216,7 +255,7 @@ def test_sanitizer_case(hopper_gpu, variant, programmatic, tokens, two_loaders):
     out = hopper_gpu.empty((13, 192), hopper_gpu.float16)
     x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X), check_finite=False)
     hopper.run(x_tiled, s_x, 13, dw, out, config, variant, programmatic=programmatic,
-               weight_prefetch=2 if programmatic else 0, two_loaders=two_loaders)
+               weight_prefetch=2 if programmatic else 0, two_loaders=two_loaders, cluster_split=cluster_split)
     assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
 
 
@@ -225,7 +264,8 @@ def test_long_unsplit_tiles_take_two_load_warps(hopper_gpu, monkeypatch):
     by default, bit-exact; split into two it runs the one-warp build."""
     launched = []
     kernel = hopper._kernel
-    monkeypatch.setattr(hopper, "_kernel", lambda c, v="hopper", t=False: launched.append(t) or kernel(c, v, t))
+    monkeypatch.setattr(hopper, "_kernel",
+                        lambda c, v="hopper", t=False, cluster=False: launched.append(t) or kernel(c, v, t, cluster))
     rng = np.random.default_rng(13)
     w = liquidref.quantize_weight(rng.standard_normal((192, 8192)).astype(np.float16))
     X = rng.standard_normal((3, 8192)).astype(np.float16)

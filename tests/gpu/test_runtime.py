@@ -243,7 +243,9 @@ def test_launch_structures_match_cuda_h(tmp_path):
         " sizeof(CUlaunchAttribute), offsetof(CUlaunchConfig, sharedMemBytes),"
         " offsetof(CUlaunchConfig, hStream), offsetof(CUlaunchConfig, attrs),"
         " offsetof(CUlaunchConfig, numAttrs),"
-        " (int)CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION); }\n"
+        " (int)CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);"
+        " printf(\"%d %zu %zu\\n\", (int)CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,"
+        " offsetof(CUlaunchAttribute, value.clusterDim.x), offsetof(CUlaunchAttribute, value.clusterDim.z)); }\n"
     )
     subprocess.run([nvcc, "-x", "c++", str(program), "-o", str(tmp_path / "layout")], check=True)
     printed = subprocess.run([str(tmp_path / "layout")], check=True, capture_output=True, text=True).stdout
@@ -256,7 +258,18 @@ def test_launch_structures_match_cuda_h(tmp_path):
         config.attrs.offset,
         config.numAttrs.offset,
         runtime.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        # the cluster attribute: its id, and {x, y, z} as three unsigned ints at the value's start
+        runtime.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
+        attribute.value.offset,
+        attribute.value.offset + 8,
     ]
+
+
+@pytest.mark.parametrize("cluster", [(1, 1, 3), (1, 1, 0), (2, 1, 2), (1, 2)])
+def test_cluster_dimensions_must_divide_the_grid(cluster):
+    """Checked before anything reaches the driver (no GPU needed)."""
+    with pytest.raises(ValueError, match="cluster must be 3 ints"):
+        runtime.launch(None, (63, 1, 2), (256,), (), cluster=cluster)
 
 
 @pytest.mark.parametrize("bad", [3, 2.5, "x", np.int64(1)])

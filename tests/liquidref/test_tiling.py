@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from liquidref.tiling import (
     BARRIER_REGION_BYTES,
+    CLUSTER_SPLIT_K_MAX,
+    CLUSTER_SPLIT_MAX_TOKENS,
     DEFAULT_NUM_SMS,
     PREFILL_TOKEN_COST,
     SHARED_MEMORY_LIMIT,
@@ -33,6 +35,26 @@ def test_defaults_and_derived_sizes():
     assert c.shared_memory_bytes == BARRIER_REGION_BYTES + 4 * (8704 + 8192) + 64 * 128 * 2
     assert TileConfig(2, 32, 128, 4).epilogue_staging_bytes == 0
     assert c.grid(65, 200) == (2, 2, 1)
+
+
+def test_cluster_split_and_its_exchange_buffer():
+    """Split-K 2..CLUSTER_SPLIT_K_MAX at n <= CLUSTER_SPLIT_MAX_TOKENS runs as clusters: the
+    exchange buffer holds split_k - 1 slices of 64 rows x n int32 partials, over the staging tile
+    at n = 64 (the larger of the two counts)."""
+    def ring(c):
+        return BARRIER_REGION_BYTES + c.stages * (c.weight_stage_bytes + c.activation_stage_bytes)
+
+    assert CLUSTER_SPLIT_K_MAX >= 2
+    for tokens in (8, 16, 32, 64):
+        for split in range(1, CLUSTER_SPLIT_K_MAX + 2):
+            c = TileConfig(2, tokens, 256, 3, split)
+            cluster = 2 <= split <= CLUSTER_SPLIT_K_MAX and tokens <= CLUSTER_SPLIT_MAX_TOKENS
+            assert c.cluster_split == cluster
+            assert c.split_exchange_bytes == ((split - 1) * 64 * tokens * 4 if cluster else 0)
+            assert c.shared_memory_bytes == ring(c) + max(c.epilogue_staging_bytes, c.split_exchange_bytes)
+    assert TileConfig(2, 64, 256, 3, 2).split_exchange_bytes == TileConfig(2, 64, 256, 3, 2).epilogue_staging_bytes
+    assert not TileConfig(2, 128, 256, 3, 2).cluster_split  # wider tiles: the workspace
+    assert not TileConfig(2, 16, 256, 3, 1, stream_k_ctas=7).cluster_split
 
 
 @pytest.mark.parametrize(
@@ -192,7 +214,7 @@ def test_choose_tile_config_is_always_valid(m, n_blocks, k_blocks, num_sms):
     c = choose_tile_config(m, n, k, num_sms)
     assert c.tokens_per_cta in WGMMA_S8_N
     assert k % c.k_per_stage == 0  # the kernel runs whole stages
-    assert c.shared_memory_bytes <= SHARED_MEMORY_LIMIT
+    assert c.shared_memory_bytes <= SHARED_MEMORY_LIMIT  # the exchange buffer of a cluster split included
     assert c.stream_k_ctas == 0  # the Hopper kernel runs the classic grid
     rows, tokens, splits = c.grid(max(m, 1), n)  # M = 0 is configured as M = 1
     tiles, k_stages = rows * tokens, c.k_stages(k)
