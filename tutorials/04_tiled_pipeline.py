@@ -100,7 +100,10 @@ for name, (n, k) in {"llama3-8b qkv": (6144, 4096), "llama3-8b down": (4096, 143
 #   With 128 rows per CTA, N = 6144 gives only 48 tiles for 132 SMs, so **split-K** cuts K into
 #   slices and launches 2-4 CTAs per tile; each keeps at least 4 stages so that the pipeline
 #   fills. The price is an int32 reduction of the partial sums: each slice but the last to
-#   finish stores its registers into a workspace, and the last adds them to its own.
+#   finish stores its registers into a workspace, and the last adds them to its own. (The GPU
+#   kernel runs split-K 2 as a thread block cluster instead: the two CTAs of a tile each own
+#   one 64-row block and send the other's partials into its shared memory, no workspace; the
+#   sum, and so the bytes, are the same.)
 # - **Mid M (33-128).** Tiles of 64 tokens (one token tile up to M = 64, so the weights are
 #   read once), split-K by the same rule as decode while tiles leave SMs idle.
 # - **Prefill (M >= 256).** Wide tiles (128, and 176-224 from M = 2048) reuse each dequantized
