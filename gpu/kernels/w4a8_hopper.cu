@@ -250,6 +250,17 @@ __host__ __device__ constexpr int accumulator_chains() {
   return LIQUIDREF_ACC_CHAINS > 0 ? LIQUIDREF_ACC_CHAINS : (BN <= 32 ? KS / 32 : 1);
 }
 
+// Output row of a compute-warpgroup thread's wgmma m64nNk32 accumulators of half h (register i is
+// in half h = (i >> 1) & 1; store_tile has the token map), in the 64-row block from `block_row`:
+//
+//   row = block_row + 16 warp + lane / 4 + 8 h       warp w: rows 16w .. 16w + 15
+//                                                    lanes 4q .. 4q + 3: rows 16w + q and 16w + q + 8
+//
+// EpilogueScales and store_tile both use it. A macro, not a function: every inline-function form
+// tried changed the SASS of the whole kernel (its integer ops came out in another order), whose
+// schedule was measured as is.
+#define LIQUIDREF_ACCUMULATOR_ROW(block_row, warp, lane, h) ((block_row) + 16 * (warp) + (lane) / 4 + 8 * (h))
+
 __device__ __forceinline__ __half epilogue(int acc, float s1, float s_x) {
   return __float2half_rn(__fmul_rn(__int2float_rn(acc), __fmul_rn(s1, s_x)));
 }
@@ -273,11 +284,8 @@ __device__ __forceinline__ void epilogue_barrier_sync(unsigned barrier_id) {
 // different, and the tensor work is exposed there), so wider tiles read them in the epilogue,
 // element by element, as before.
 //
-// Preloaded: with store_tile's register map, a thread's accumulators of row block r belong to
-// rows 64 (first_block + r) + 16 warp + lane / 4 + 8 h, h = 0, 1: those s1 stay in registers.
-// (The constructor spells that map out again rather than sharing a helper with store_tile: every
-// helper form tried changed the SASS of the whole kernel, whose schedule was measured as is; a
-// disagreement would show in the GPU property tests as wrong fp16 bytes at n <= 32.)
+// Preloaded: a thread's accumulators of row block r belong to the rows
+// LIQUIDREF_ACCUMULATOR_ROW(64 (first_block + r), warp, lane, h), h = 0, 1: those s1 stay in registers.
 // The BN token scales s_x[blockIdx.y * BN + j] (0 beyond M) are read into registers too,
 // j = thread, thread + 128, and only after the k loop put into shared memory (one copy per
 // warpgroup) for the threads that use them: a barrier before the loop would delay the first wgmma.
@@ -304,7 +312,7 @@ struct EpilogueScales {
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          rows[r][h] = r < blocks ? s1[(first_block + r) * BLOCK_ROWS + 16 * warp + lane / 4 + 8 * h] : 0.0f;
+          rows[r][h] = r < blocks ? s1[LIQUIDREF_ACCUMULATOR_ROW((first_block + r) * BLOCK_ROWS, warp, lane, h)] : 0.0f;
 #pragma unroll
       for (int i = 0; i < TOKENS_PER_THREAD; ++i) {
         const int j = thread + i * THREADS_PER_WARPGROUP, m = blockIdx.y * BN + j;
@@ -563,7 +571,7 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
   const int warp = thread / 32, lane = thread % 32;
   const int token_base = blockIdx.y * BN + 2 * (lane % 4);
   auto row_of = [&](int r, int i) {
-    return (first_block + r) * BLOCK_ROWS + 16 * warp + lane / 4 + 8 * ((i >> 1) & 1);
+    return LIQUIDREF_ACCUMULATOR_ROW((first_block + r) * BLOCK_ROWS, warp, lane, (i >> 1) & 1);
   };
   auto token_of = [&](int i) { return token_base + (i & 1) + 8 * (i >> 2); };
   // row block r's results: to y, or (staged) into the warpgroup's shared tile for flush()
@@ -846,12 +854,13 @@ template <int BN, int KS>
 __device__ __forceinline__ void store_a_fragments(unsigned slot, unsigned thread,
                                                   const unsigned (&a)[KS / 32][4]) {
   // register q of k32 step j holds row 16 warp + lane/4 + 8 (q & 1), k 32 j + 4 (lane % 4) + 16 (q >> 1)
+  // (the accumulators' row map, LIQUIDREF_ACCUMULATOR_ROW)
   const unsigned warp = thread / 32, lane = thread % 32;
 #pragma unroll
   for (int j = 0; j < KS / 32; ++j) {
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
-      const unsigned row = 16 * warp + lane / 4 + 8 * (q & 1);
+      const unsigned row = LIQUIDREF_ACCUMULATOR_ROW(0, warp, lane, q & 1);  // the A fragment's rows are the same
       const unsigned k = 32 * j + 4 * (lane % 4) + 16 * (q >> 1);
       const unsigned addr = slot + (row / 8) * (KS * 8) + (k / 16) * CORE_MATRIX_BYTES + (row % 8) * 16 + k % 16;
       asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(a[j][q]) : "memory");

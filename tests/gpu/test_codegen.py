@@ -124,3 +124,27 @@ def test_two_load_warps_rule_and_the_kernels_default():
     # the 70B decode tiles: qkv and gate_up unsplit (32 stages), o and down split
     assert [hopper.two_load_warps(choose_tile_config(1, n, k), k)
             for n, k in ((10240, 8192), (57344, 8192), (8192, 8192), (8192, 28672))] == [True, True, False, False]
+
+
+def test_kernel_accumulator_map_is_liquidref_fragments():
+    """The Hopper kernel's row and token of each wgmma accumulator register (its epilogue, split-K
+    and early scales index with them) are those of liquidref.fragments.wgmma_accumulator_fragment:
+    the CUDA expressions are evaluated here for every thread and register."""
+    from liquidref.fragments import wgmma_accumulator_fragment
+
+    source = (KERNELS / hopper.SOURCE).read_text()
+    row = re.search(r"#define LIQUIDREF_ACCUMULATOR_ROW\(block_row, warp, lane, h\) (.+)", source)
+    base = re.search(r"const int token_base = blockIdx\.y \* BN \+ (.+);", source)
+    token = re.search(r"auto token_of = \[&\]\(int i\) \{ return token_base \+ (.+); \};", source)
+    assert row and base and token, "the accumulator map's expressions moved: update this test"
+
+    def evaluate(expression: str, **names: int) -> int:
+        return eval(expression.replace(" / ", " // "), {}, names)  # C++ int division of non-negatives
+
+    for thread in range(128):
+        warp, lane = thread // 32, thread % 32
+        for i in range(128):  # n = 256
+            h = (i >> 1) & 1
+            want_row, want_token = wgmma_accumulator_fragment(thread, i)
+            assert evaluate(row.group(1), block_row=0, warp=warp, lane=lane, h=h) == want_row
+            assert evaluate(base.group(1), lane=lane) + evaluate(token.group(1), i=i) == want_token
