@@ -1,0 +1,109 @@
+"""Deliberately wrong builds of the Hopper kernel must fail the GPU property.
+
+Each mutant is one source edit of ``gpu/kernels/w4a8_hopper.cu`` (compiled through NVRTC exactly
+like the real kernel, from a copy of the kernel folder) in a code path the property of
+``test_hopper.py`` reaches: the dequant, the cluster split's exchange, the workspace split's
+reduction, the early epilogue scales, the staged stores. For each, ``check_backend`` (the same
+byte-for-byte check as everywhere) must raise on a fixed case and configuration that runs the
+edited code, while the unedited kernel passes the same case. The CPU test below keeps the
+mutants honest: each edit's text must occur exactly once in the kernel, so a refactor that moves
+it fails here instead of quietly testing nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import liquidref
+from gpu import api, hopper, runtime
+from liquidref.tiling import TileConfig
+
+from .test_mma_sync import Case, check_backend
+
+# name -> (text in the kernel, its replacement, the configuration that runs it, M)
+MUTANTS = {
+    # the LiquidQuant dequant without the XOR that turns the unsigned byte sums into int8
+    "dequant_without_xor": (
+        "out_lo = (lo * s_lo + a_lo) ^ XOR_MASK_WORD;",
+        "out_lo = (lo * s_lo + a_lo);",
+        TileConfig(2, 16, 256, 3, 1), 13,
+    ),
+    # the owner CTA of a cluster split ignores the partials its partner sent
+    "cluster_owner_drops_partials": (
+        "acc[4 * c] += v.x;",
+        "acc[4 * c] += 0 * v.x;",
+        TileConfig(2, 16, 256, 3, 2), 13,
+    ),
+    # the workspace split's last CTA ignores the other splits' slices
+    "workspace_last_split_drops_partials": (
+        "total[4 * c] += v.x;",
+        "total[4 * c] += 0 * v.x;",
+        TileConfig(2, 16, 256, 3, 3), 13,
+    ),
+    # the early (n <= 32) epilogue scales: s1 of the first row half for both halves
+    "early_scales_of_wrong_half": (
+        "if constexpr (PRELOADED) return rows[r][h];",
+        "if constexpr (PRELOADED) return rows[r][0];",
+        TileConfig(2, 16, 256, 3, 1), 13,
+    ),
+    # the staged n = 64 stores: each chunk taken from the neighbouring token's row of the tile
+    "staged_chunk_of_wrong_token": (
+        "*reinterpret_cast<const uint4*>(tile + token * stride + row);",
+        "*reinterpret_cast<const uint4*>(tile + (token ^ 1) * stride + row);",
+        TileConfig(2, 64, 256, 3, 2), 40,
+    ),
+}
+N, K = 192, 1536  # a half row tile; 6 stages of 256: 2 or 3 per split, the ring wraps unsplit
+
+
+def test_each_mutant_edits_the_kernel_once():
+    """CPU: every mutant's text occurs exactly once in the kernel source."""
+    source = (runtime.KERNELS_DIR / hopper.SOURCE).read_text()
+    for name, (original, _, _, _) in MUTANTS.items():
+        assert source.count(original) == 1, f"{name}: {original!r} occurs {source.count(original)} times"
+
+
+def _case(m: int) -> Case:
+    rng = np.random.default_rng(m)
+    W = rng.standard_normal((N, K)).astype(np.float32) * rng.uniform(0.1, 10, (N, 1)).astype(np.float32)
+    X = rng.standard_normal((m, K)).astype(np.float16)
+    w = liquidref.quantize_weight(W)
+    x_i8, s_x = liquidref.quantize_activation(X)
+    return Case(w, X, x_i8, s_x, liquidref.gemm(x_i8, s_x, w))
+
+
+def _runner(cp, config):
+    def run(x_tiled, s_x, m, packed, out):
+        out_d = cp.asarray(out)
+        hopper.run(cp.asarray(x_tiled), cp.asarray(s_x), m, api.upload(packed), out_d, config)
+        return cp.asnumpy(out_d)
+
+    return run
+
+
+def _poisoned(shape):
+    from .conftest import POISON_FP16
+
+    return np.full(shape, POISON_FP16, np.uint16).view(np.float16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(MUTANTS))
+def test_property_catches_kernel_mutant(cp, name, tmp_path, monkeypatch):
+    if not hopper.is_available():
+        pytest.skip("the Hopper kernel needs an sm_90 GPU")
+    original, mutated, config, m = MUTANTS[name]
+    case = _case(m)
+    check_backend(_runner(cp, config), case, _poisoned)  # the real kernel passes
+
+    kernels = tmp_path / "kernels"
+    shutil.copytree(runtime.KERNELS_DIR, kernels)
+    source = kernels / hopper.SOURCE
+    source.write_text(source.read_text().replace(original, mutated))
+    monkeypatch.setattr(runtime, "KERNELS_DIR", kernels)
+    monkeypatch.setattr(hopper, "_kernels", {})  # compile the mutant, not the cached kernel
+    with pytest.raises(AssertionError):
+        check_backend(_runner(cp, config), case, _poisoned)
