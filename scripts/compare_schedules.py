@@ -20,6 +20,8 @@ Variants:
     quantize_only    the activation quantizer alone (its GEMM is skipped, so its check fails):
                      what the quantizer costs inside an end-to-end call
     hopper_qcap<C>   the quantizer's grid capped at C CTAs per SM (qcap1, qcap05 = 0.5)
+    hopper_qw32      one-warp quantizer CTAs (they fit beside a GEMM CTA), at most 1 per SM;
+                     hopper_qw32s1 one per row
     quantize_only_q* the quantizer alone, launched as in hopper_q*
     hopper_cwg1      one compute warpgroup per CTA (64-row tiles), no split-K, as many stages as fit
     hopper_cwg1s2    the same with split-K 2
@@ -89,12 +91,26 @@ def quantize_slices_capped(ctas_per_sm: float):
     return slices
 
 
-# backend name -> (GEMM backend, quantizer slices rule)
+_quantize_threads = api.quantize_threads  # the rule itself, not the patched name
+
+
+def one_warp_threads(rows: int, k: int, num_sms: int = 132) -> int:
+    """32 threads per quantizer CTA where gpu.api.quantize_threads gives a row more than its
+    minimum (M below 2 rows per SM): with 24 registers a thread, such a CTA fits beside a GEMM CTA,
+    which leaves only 1024 registers of an SM free, so the GEMM's CTAs need not wait for it."""
+    base = _quantize_threads(rows, k, num_sms)
+    return 32 if base > 128 else base
+
+
+# backend name -> (GEMM backend, quantizer slices rule[, quantizer threads rule])
 QUANTIZER_VARIANTS = {
     "hopper_qcap1": ("hopper", quantize_slices_capped(1)),
     "hopper_qcap05": ("hopper", quantize_slices_capped(0.5)),
     "quantize_only_qcap1": ("quantize_only", quantize_slices_capped(1)),
     "quantize_only_qcap05": ("quantize_only", quantize_slices_capped(0.5)),
+    "hopper_qw32": ("hopper", quantize_slices_capped(1), one_warp_threads),
+    "hopper_qw32s1": ("hopper", quantize_slices_capped(0.01), one_warp_threads),
+    "quantize_only_qw32": ("quantize_only", quantize_slices_capped(1), one_warp_threads),
 }
 
 
@@ -110,12 +126,15 @@ def _patch_linear() -> None:
 
     def patched(X, dw, backend="auto", check_finite=True, out=None):
         if backend in QUANTIZER_VARIANTS:
-            gemm, slices = QUANTIZER_VARIANTS[backend]
-            saved, api.quantize_slices = api.quantize_slices, slices
+            gemm, slices, *threads = QUANTIZER_VARIANTS[backend]
+            saved = api.quantize_slices, api.quantize_threads
+            api.quantize_slices = slices
+            if threads:
+                api.quantize_threads = threads[0]
             try:
                 return linear(X, dw, backend=gemm, check_finite=check_finite, out=out)
             finally:
-                api.quantize_slices = saved
+                api.quantize_slices, api.quantize_threads = saved
         if backend != "gemm_only":
             return linear(X, dw, backend=backend, check_finite=check_finite, out=out)
         key = (X.data.ptr, X.shape)
