@@ -80,16 +80,15 @@ def _check_variant(variant: str) -> None:
 
 def kernel_name(config: TileConfig, variant: str = "hopper", cluster_split: bool = False) -> str:
     """The C++ name of the kernel instantiation for ``config`` and ``variant``; ``cluster_split``:
-    the build launched as clusters of a tile's split-K CTAs (``config.cluster_split`` must hold;
-    not for ``hopper_excp``)."""
+    the build launched as clusters of a tile's split-K CTAs (``config.cluster_split`` must hold)."""
     _check_variant(variant)
     template = VARIANTS[variant][0]
     fields = [config.tokens_per_cta, config.k_per_stage, config.stages]
     if template == "w4a8_hopper":
         fields.insert(0, config.compute_warpgroups)
     if cluster_split:
-        if template != "w4a8_hopper" or not config.cluster_split:
-            raise ValueError(f"{config} ({variant}) has no cluster-split build")
+        if not config.cluster_split:
+            raise ValueError(f"{config} has no cluster-split build (TileConfig.cluster_split)")
         fields.append("true")
     return f"liquidref::hopper::{template}<{', '.join(map(str, fields))}>"
 
@@ -219,8 +218,8 @@ def run(
         two_loaders: two load warps below n = ``SPLIT_LOADERS_MIN_N`` too (None: by
             ``two_load_warps``; from that n on there are always two).
         cluster_split: add split-K partials through distributed shared memory, the split_k CTAs
-            of a tile launched as one cluster (None: where ``config.cluster_split``; False: through
-            the global workspace; ``hopper_excp`` always uses the workspace).
+            of a tile launched as one cluster (None: where ``config.cluster_split``, for every
+            variant; False: through the global workspace).
     """
     import cupy
 
@@ -250,11 +249,9 @@ def run(
     elif not isinstance(two_loaders, bool):
         raise ValueError(f"two_loaders must be None, True or False; got {two_loaders!r}")
     if cluster_split is None:
-        cluster_split = config.cluster_split and variant != "hopper_excp"
+        cluster_split = config.cluster_split
     elif not isinstance(cluster_split, bool):
         raise ValueError(f"cluster_split must be None, True or False; got {cluster_split!r}")
-    elif cluster_split and variant == "hopper_excp":
-        raise ValueError("hopper_excp adds split-K partials through the workspace: cluster_split must not be True")
     elif cluster_split and not config.cluster_split:
         raise ValueError(f"{config}: cluster_split needs 2 <= split_k <= {CLUSTER_SPLIT_K_MAX} and "
                          f"tokens_per_cta <= {CLUSTER_SPLIT_MAX_TOKENS} (TileConfig.cluster_split)")

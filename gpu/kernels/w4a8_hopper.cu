@@ -671,6 +671,7 @@ constexpr int CLUSTER_SPLIT_MAX_N = 64;
 template <int BN>
 struct ClusterExchange {
   static constexpr unsigned SLOT_BYTES = BLOCK_ROWS * BN * 4;
+  static constexpr unsigned BYTES = (CLUSTER_SPLIT_K_MAX - 1) * SLOT_BYTES;  // the buffer, at most
   unsigned buffer;      // shared::cta address of this CTA's exchange buffer
   const int4* slots;    // the same, as a generic pointer
   unsigned barrier;     // this CTA's exchange mbarrier
@@ -868,9 +869,12 @@ __device__ __forceinline__ void store_a_fragments(unsigned slot, unsigned thread
   }
 }
 
-// grid, block (384 threads), arguments and the stage ring as w4a8_hopper<2, BN, KS, STAGES>;
-// dynamic shared memory = Config::SHARED_BYTES + EXCP_A_SLOTS * 2 * 64 * KS.
-template <int BN, int KS, int STAGES>
+// grid, block (384 threads), arguments, the stage ring and CLUSTER_SPLIT as w4a8_hopper<2, BN,
+// KS, STAGES, CLUSTER_SPLIT>; dynamic shared memory = Config::SHARED_BYTES (the staging tile or,
+// for a cluster split, the exchange buffer if larger) + EXCP_A_SLOTS * 2 * 64 * KS. A cluster
+// split's CTA z finishes row block z, as the LiquidGEMM kernel's does, so both pipelines add
+// their split-K partials the same way.
+template <int BN, int KS, int STAGES, bool CLUSTER_SPLIT = false>
 __global__ void __launch_bounds__(3 * 128, 1)
     w4a8_hopper_excp(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ meta,
                      const float* __restrict__ s1, const signed char* __restrict__ x_tiled,
@@ -887,20 +891,31 @@ __global__ void __launch_bounds__(3 * 128, 1)
   const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
   const Tile<2, BN, KS, STAGES> t(smem, M, N, K, split_k);
   __shared__ __align__(8) unsigned long long a_barriers[2 * EXCP_A_SLOTS];  // a_full[], a_empty[]
+  __shared__ __align__(8) unsigned long long exchange_barrier;
+  static_assert(!CLUSTER_SPLIT || BN <= CLUSTER_SPLIT_MAX_N, "cluster splits: n <= CLUSTER_SPLIT_MAX_N");
   const unsigned a_full_bar = shared_address(a_barriers);
   const unsigned a_empty_bar = a_full_bar + 8 * EXCP_A_SLOTS;
-  const unsigned a_ring = t.ring + STAGES * C::STAGE_BYTES + C::STAGING_BYTES;
+  constexpr unsigned AFTER_RING_BYTES =
+      CLUSTER_SPLIT && ClusterExchange<BN>::BYTES > C::STAGING_BYTES ? ClusterExchange<BN>::BYTES : C::STAGING_BYTES;
+  const unsigned a_ring = t.ring + STAGES * C::STAGE_BYTES + AFTER_RING_BYTES;
+  const ClusterExchange<BN> exchange{shared_address(t.staging(smem)), reinterpret_cast<const int4*>(t.staging(smem)),
+                                     shared_address(&exchange_barrier)};
 
   if (threadIdx.x == 0) {
+    if constexpr (CLUSTER_SPLIT) {
+      if (split_k < 2 || split_k > CLUSTER_SPLIT_K_MAX || cluster_size() != static_cast<unsigned>(split_k)) __trap();
+    }
     // weights: the dequant threads; activations: the MMA leader (on empty_w too without split loaders)
     t.init_barriers(THREADS_PER_WARPGROUP + (t.SPLIT_LOADERS ? 0 : 1), 1);
     for (int a = 0; a < EXCP_A_SLOTS; ++a) {
       mbarrier_init(a_full_bar + 8 * a, THREADS_PER_WARPGROUP);
       mbarrier_init(a_empty_bar + 8 * a, 1);
     }
+    if constexpr (CLUSTER_SPLIT) exchange.init(t.active_blocks, split_k);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
+  if constexpr (CLUSTER_SPLIT) cluster_arrive();  // every thread: this CTA's barriers are initialized
 
   if (warpgroup == 0) {  // ---------------- load warpgroup: as in w4a8_hopper ----------------
     load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
@@ -928,7 +943,12 @@ __global__ void __launch_bounds__(3 * 128, 1)
 
   // ---------------- MMA warpgroup ----------------
   wait_for_producer_grid();
-  EpilogueScales<BN, 2> scales(t.first_row_block, t.active_blocks, thread, M, s1, s_x);
+  // the row blocks this CTA finishes: both, or for a cluster split row block z alone
+  constexpr int FINISHED = CLUSTER_SPLIT ? 1 : 2;
+  const int first_finished = CLUSTER_SPLIT ? blockIdx.z : 0;
+  EpilogueScales<BN, FINISHED> scales(t.first_row_block + first_finished,
+                                      CLUSTER_SPLIT ? int(first_finished < t.active_blocks) : t.active_blocks, thread,
+                                      M, s1, s_x);
   int acc[2][BN / 2];
 #pragma unroll
   for (int rb = 0; rb < 2; ++rb)
@@ -965,11 +985,32 @@ __global__ void __launch_bounds__(3 * 128, 1)
   wgmma_wait<0>();
   fence_registers(acc[0]);
   fence_registers(acc[1]);
-  __shared__ float token_scales[EpilogueScales<BN, 2>::SHARED_TOKENS];
-  scales.publish(token_scales, thread, EPILOGUE_BARRIER_ID);
-  const StagedStores<BN, 2> staged{t.staging(smem), 2 * BLOCK_ROWS, EPILOGUE_BARRIER_ID};
-  store_tile<BN, 2>(acc, t.first_row_block, t.active_blocks, thread, THREADS_PER_WARPGROUP, thread == 0,
-                    is_last_split, M, N, scales, staged, y, workspace, tile_counters, split_k);
+  __shared__ float token_scales[EpilogueScales<BN, FINISHED>::SHARED_TOKENS];
+  if constexpr (CLUSTER_SPLIT) {
+    // send the partner's row block, finish this CTA's own: row block z (selected register by
+    // register, so no accumulator is indexed at run time)
+    const int own = blockIdx.z, other = 1 - own;
+    int mine[1][BN / 2], theirs[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) {
+      mine[0][i] = own == 0 ? acc[0][i] : acc[1][i];
+      theirs[i] = own == 0 ? acc[1][i] : acc[0][i];
+    }
+    if (other < t.active_blocks) exchange.send(theirs, ClusterExchange<BN>::owner(other, split_k), thread);
+    if (own >= t.active_blocks) return;
+    exchange.receive(mine[0], split_k, thread);
+    // the exchange lies under the staging tile: every thread has read it before any writes there
+    if constexpr (StagedStores<BN, 1>::ON) epilogue_barrier_sync(EPILOGUE_BARRIER_ID);
+    scales.publish(token_scales, thread, EPILOGUE_BARRIER_ID);
+    const StagedStores<BN, 1> staged{t.staging(smem), BLOCK_ROWS, EPILOGUE_BARRIER_ID};
+    store_tile<BN, 1>(mine, t.first_row_block + own, 1, thread, THREADS_PER_WARPGROUP, thread == 0, is_last_split,
+                      M, N, scales, staged, y, workspace, tile_counters, 1);
+  } else {
+    scales.publish(token_scales, thread, EPILOGUE_BARRIER_ID);
+    const StagedStores<BN, 2> staged{t.staging(smem), 2 * BLOCK_ROWS, EPILOGUE_BARRIER_ID};
+    store_tile<BN, 2>(acc, t.first_row_block, t.active_blocks, thread, THREADS_PER_WARPGROUP, thread == 0,
+                      is_last_split, M, N, scales, staged, y, workspace, tile_counters, split_k);
+  }
 }
 
 }  // namespace hopper
@@ -1013,6 +1054,8 @@ template __global__ void liquidref::hopper::w4a8_hopper<2, 224, 256, 3>(HOPPER_K
 template __global__ void liquidref::hopper::w4a8_hopper<2, 256, 128, 5>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<1, 24, 64, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8, true>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper_excp<64, 256, 4, true>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper_excp<64, 256, 4>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper_excp<128, 256, 3>(HOPPER_KERNEL_PARAMETERS);
 #endif

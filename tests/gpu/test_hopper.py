@@ -135,10 +135,13 @@ def test_qoq_dequant_ablation_is_bit_exact(hopper_gpu, case):
 @given(case=gemm_cases(max_m=300, max_n=640, max_k=1024), data=st.data())
 def test_excp_ablation_is_bit_exact(hopper_gpu, case, data):
     """The explicit-pipeline ablation (int8 weights through shared memory, SS wgmma), on drawn
-    configurations (split-K included), mapped to the nearest one it runs."""
+    configurations (split-K included, as clusters or through the workspace), mapped to the
+    nearest one it runs."""
     config = hopper.excp_config(data.draw(tile_configs(case.w.k), label="config"))
     two_loaders = data.draw(st.booleans(), label="two_loaders")
-    check_backend(_device_runner(hopper_gpu, config, "hopper_excp", two_loaders), case, _poisoned_host)
+    cluster_split = data.draw(st.booleans(), label="cluster_split") if config.cluster_split else False
+    check_backend(_device_runner(hopper_gpu, config, "hopper_excp", two_loaders, cluster_split), case,
+                  _poisoned_host)
 
 
 @settings(max_examples=20)
@@ -180,8 +183,9 @@ def test_split_k_reuses_its_workspace(hopper_gpu):
 def test_split_k_runs_as_clusters(hopper_gpu, monkeypatch, tokens):
     """Split-K 2 at n <= 64 launches clusters of the tile's two CTAs by default (partials
     through distributed shared memory), bit-exact with a half row tile (N = 192: the second CTA
-    of the last cluster owns no row block) and a partial token tile; split-K 3 and
-    cluster_split=False take the workspace, with the same bytes."""
+    of the last cluster owns no row block) and a partial token tile, in the LiquidGEMM kernel and
+    in the ExCP ablation; split-K 3 and cluster_split=False take the workspace, with the same
+    bytes."""
     clusters = []
     launch = hopper.runtime.launch
     monkeypatch.setattr(hopper.runtime, "launch",
@@ -193,11 +197,13 @@ def test_split_k_runs_as_clusters(hopper_gpu, monkeypatch, tokens):
     want = liquidref.w4a8_linear(X, w).view(np.uint16)
     dw = api.upload(w)
     x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X))
-    for split, cluster_split in ((2, None), (2, False), (3, None)):
+    runs = ((2, None, "hopper"), (2, False, "hopper"), (3, None, "hopper"), (2, None, "hopper_excp"),
+            (2, False, "hopper_excp"))
+    for split, cluster_split, variant in runs:
         out = hopper_gpu.empty((m, 192), hopper_gpu.float16)
-        hopper.run(x_tiled, s_x, m, dw, out, TileConfig(2, tokens, 256, 2, split), cluster_split=cluster_split)
-        assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), want)
-    assert clusters == [(1, 1, 2), None, None]
+        hopper.run(x_tiled, s_x, m, dw, out, TileConfig(2, tokens, 256, 2, split), variant, cluster_split=cluster_split)
+        assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), want), variant
+    assert clusters == [(1, 1, 2), None, None, (1, 1, 2), None]
 
 
 def test_torch_tensors_in_and_out(hopper_gpu, torch_cuda):
@@ -228,16 +234,15 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), weight_prefetch=-1)
     with pytest.raises(ValueError, match="cluster_split needs 2 <= split_k"):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), cluster_split=True)
-    with pytest.raises(ValueError, match="hopper_excp adds split-K partials through the workspace"):
-        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), "hopper_excp", cluster_split=True)
     with pytest.raises(ValueError, match="cluster_split must be None, True or False"):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=1)
 
 
 @pytest.mark.parametrize(("tokens", "two_loaders"), [(16, False), (16, True), (64, True)],
                          ids=["one_load_warp", "two_load_warps_small_n", "two_load_warps"])
-@pytest.mark.parametrize(("variant", "cluster_split"), [("hopper", None), ("hopper", False), ("hopper_excp", None)],
-                         ids=["hopper", "hopper_workspace", "hopper_excp"])
+@pytest.mark.parametrize(("variant", "cluster_split"), [("hopper", None), ("hopper", False), ("hopper_excp", None),
+                                                       ("hopper_excp", False)],
+                         ids=["hopper", "hopper_workspace", "hopper_excp", "hopper_excp_workspace"])
 @pytest.mark.parametrize("programmatic", [False, True], ids=["plain", "programmatic"])
 def test_sanitizer_case(hopper_gpu, variant, cluster_split, programmatic, tokens, two_loaders):
     """A small split-K GEMM with a partial token group and a half row tile (N = 192), launched

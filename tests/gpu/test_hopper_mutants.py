@@ -2,8 +2,8 @@
 
 Each mutant is one source edit of ``gpu/kernels/w4a8_hopper.cu`` (compiled through NVRTC exactly
 like the real kernel, from a copy of the kernel folder) in a code path the property of
-``test_hopper.py`` reaches: the dequant, the cluster split's exchange, the workspace split's
-reduction, the early epilogue scales, the staged stores. For each, ``check_backend`` (the same
+``test_hopper.py`` reaches: the dequant, the cluster split's exchange (in both pipelines), the
+workspace split's reduction, the early epilogue scales, the staged stores. For each, ``check_backend`` (the same
 byte-for-byte check as everywhere) must raise on a fixed case and configuration that runs the
 edited code, while the unedited kernel passes the same case. The CPU test below keeps the
 mutants honest: each edit's text must occur exactly once in the kernel, so a refactor that moves
@@ -23,7 +23,7 @@ from liquidref.tiling import TileConfig
 
 from .test_mma_sync import Case, check_backend
 
-# name -> (text in the kernel, its replacement, the configuration that runs it, M)
+# name -> (text in the kernel, its replacement, the configuration that runs it, M[, variant])
 MUTANTS = {
     # the LiquidQuant dequant without the XOR that turns the unsigned byte sums into int8
     "dequant_without_xor": (
@@ -36,6 +36,12 @@ MUTANTS = {
         "acc[4 * c] += v.x;",
         "acc[4 * c] += 0 * v.x;",
         TileConfig(2, 16, 256, 3, 2), 13,
+    ),
+    # the ExCP ablation's cluster split sends its own row block instead of the partner's
+    "excp_cluster_sends_its_own_block": (
+        "theirs[i] = own == 0 ? acc[1][i] : acc[0][i];",
+        "theirs[i] = own == 0 ? acc[0][i] : acc[1][i];",
+        TileConfig(2, 16, 256, 3, 2), 13, "hopper_excp",
     ),
     # the workspace split's last CTA ignores the other splits' slices
     "workspace_last_split_drops_partials": (
@@ -62,7 +68,7 @@ N, K = 192, 1536  # a half row tile; 6 stages of 256: 2 or 3 per split, the ring
 def test_each_mutant_edits_the_kernel_once():
     """CPU: every mutant's text occurs exactly once in the kernel source."""
     source = (runtime.KERNELS_DIR / hopper.SOURCE).read_text()
-    for name, (original, _, _, _) in MUTANTS.items():
+    for name, (original, *_) in MUTANTS.items():
         assert source.count(original) == 1, f"{name}: {original!r} occurs {source.count(original)} times"
 
 
@@ -75,10 +81,10 @@ def _case(m: int) -> Case:
     return Case(w, X, x_i8, s_x, liquidref.gemm(x_i8, s_x, w))
 
 
-def _runner(cp, config):
+def _runner(cp, config, variant="hopper"):
     def run(x_tiled, s_x, m, packed, out):
         out_d = cp.asarray(out)
-        hopper.run(cp.asarray(x_tiled), cp.asarray(s_x), m, api.upload(packed), out_d, config)
+        hopper.run(cp.asarray(x_tiled), cp.asarray(s_x), m, api.upload(packed), out_d, config, variant)
         return cp.asnumpy(out_d)
 
     return run
@@ -95,9 +101,10 @@ def _poisoned(shape):
 def test_property_catches_kernel_mutant(cp, name, tmp_path, monkeypatch):
     if not hopper.is_available():
         pytest.skip("the Hopper kernel needs an sm_90 GPU")
-    original, mutated, config, m = MUTANTS[name]
+    original, mutated, config, m, *variant = MUTANTS[name]
+    run = _runner(cp, config, *variant)
     case = _case(m)
-    check_backend(_runner(cp, config), case, _poisoned)  # the real kernel passes
+    check_backend(run, case, _poisoned)  # the real kernel passes
 
     kernels = tmp_path / "kernels"
     shutil.copytree(runtime.KERNELS_DIR, kernels)
@@ -106,4 +113,4 @@ def test_property_catches_kernel_mutant(cp, name, tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "KERNELS_DIR", kernels)
     monkeypatch.setattr(hopper, "_kernels", {})  # compile the mutant, not the cached kernel
     with pytest.raises(AssertionError):
-        check_backend(_runner(cp, config), case, _poisoned)
+        check_backend(run, case, _poisoned)
