@@ -5,8 +5,8 @@ Registers the ``"hopper"`` backend of ``gpu.api``. The tile configuration comes 
 caller passes one. The kernel runs the classic grid (row tiles x token tiles x split_k);
 ``TileConfig.stream_k_ctas`` (the persistent stream-K schedule the tiled reference models) is
 refused: a stream-K build of this kernel measured slower on an H200 (docs/performance.md).
-Split-K tiles with ``TileConfig.cluster_split`` (n <= 64, split_k 2-4: every split-K shape of
-the benchmark) are launched as thread block clusters of their split_k CTAs and add their
+Split-K tiles with ``TileConfig.cluster_split`` (n <= 64, split_k 2: 70B o and down and 8B
+qkv at decode, 8B o and down at M = 128) are launched as thread block clusters of their split_k CTAs and add their
 partials through distributed shared memory (``ClusterExchange`` in the kernel). Other split-K
 launches need an int32 workspace (``split_k_workspace_ints``: one slice of partial sums per
 output tile and split, written before it is read in every launch) and one counter per output
