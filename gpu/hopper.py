@@ -6,12 +6,12 @@ caller passes one. The kernel runs the classic grid (row tiles x token tiles x s
 ``TileConfig.stream_k_ctas`` (the persistent stream-K schedule the tiled reference models) is
 refused: a stream-K build of this kernel measured slower on an H200 (docs/performance.md).
 Split-K tiles with ``TileConfig.cluster_split`` (n <= 64, split_k 2: 70B o and down and 8B
-qkv at decode, 8B o and down at M = 128) are launched as thread block clusters of their split_k CTAs and add their
-partials through distributed shared memory (``ClusterExchange`` in the kernel). Other split-K
-launches need an int32 workspace (``split_k_workspace_ints``: one slice of partial sums per
-output tile and split, written before it is read in every launch) and one counter per output
-tile (zero; the kernel leaves it zero again), so both are allocated once per device and grown on
-demand.
+qkv at decode, 8B o and down at M = 128) are launched as thread block clusters of their split_k
+CTAs and add their partials through distributed shared memory (``ClusterExchange`` in the
+kernel). Other split-K launches need an int32 workspace (``split_k_workspace_ints``: one slice
+of partial sums per output tile and split, written before it is read in every launch) and one
+counter per output tile (zero; the kernel leaves it zero again), so both are allocated once per
+device and grown on demand.
 
 ``run(..., programmatic=True)`` launches with programmatic dependent launch: the kernel starts
 while the activation quantizer before it still runs and streams its first weight stages, then
