@@ -150,11 +150,12 @@ class TileConfig:
 
     @property
     def split_exchange_bytes(self) -> int:
-        """The cluster split's exchange buffer: split_k - 1 slices of one 64-row block's int32
-        partials (64 x tokens_per_cta), else 0."""
+        """The cluster split's exchange buffer, else 0: room for the most senders a cluster split
+        has, CLUSTER_SPLIT_K_MAX - 1 slices of one 64-row block's int32 partials (64 x
+        tokens_per_cta each), as ClusterExchange::BYTES in the kernel."""
         if not self.cluster_split:
             return 0
-        return (self.split_k - 1) * BLOCK_ROWS * self.tokens_per_cta * 4
+        return (CLUSTER_SPLIT_K_MAX - 1) * BLOCK_ROWS * self.tokens_per_cta * 4
 
     @property
     def shared_memory_bytes(self) -> int:

@@ -102,12 +102,12 @@ def one_warp_threads(rows: int, k: int, num_sms: int = 132) -> int:
     return 32 if base > 128 else base
 
 
-# backend name -> (GEMM backend, quantizer slices rule[, quantizer threads rule])
+# backend name -> (GEMM backend, quantizer slices rule, quantizer threads rule)
 QUANTIZER_VARIANTS = {
-    "hopper_qcap1": ("hopper", quantize_slices_capped(1)),
-    "hopper_qcap05": ("hopper", quantize_slices_capped(0.5)),
-    "quantize_only_qcap1": ("quantize_only", quantize_slices_capped(1)),
-    "quantize_only_qcap05": ("quantize_only", quantize_slices_capped(0.5)),
+    "hopper_qcap1": ("hopper", quantize_slices_capped(1), _quantize_threads),
+    "hopper_qcap05": ("hopper", quantize_slices_capped(0.5), _quantize_threads),
+    "quantize_only_qcap1": ("quantize_only", quantize_slices_capped(1), _quantize_threads),
+    "quantize_only_qcap05": ("quantize_only", quantize_slices_capped(0.5), _quantize_threads),
     "hopper_qw32": ("hopper", quantize_slices_capped(1), one_warp_threads),
     "hopper_qw32s1": ("hopper", quantize_slices_capped(0.01), one_warp_threads),
     "quantize_only_qw32": ("quantize_only", quantize_slices_capped(1), one_warp_threads),
@@ -126,11 +126,9 @@ def _patch_linear() -> None:
 
     def patched(X, dw, backend="auto", check_finite=True, out=None):
         if backend in QUANTIZER_VARIANTS:
-            gemm, slices, *threads = QUANTIZER_VARIANTS[backend]
+            gemm, slices, threads = QUANTIZER_VARIANTS[backend]
             saved = api.quantize_slices, api.quantize_threads
-            api.quantize_slices = slices
-            if threads:
-                api.quantize_threads = threads[0]
+            api.quantize_slices, api.quantize_threads = slices, threads
             try:
                 return linear(X, dw, backend=gemm, check_finite=check_finite, out=out)
             finally:

@@ -298,6 +298,7 @@ struct EpilogueScales {
   static constexpr int SHARED_TOKENS = PRELOADED ? BN : 1;  // floats of publish()'s shared array
   const float* s1;
   const float* s_x;
+  int last_token;                   // M - 1
   float rows[R][2];                 // preloaded: s1 of the thread's rows, [row block][h]
   float loaded[TOKENS_PER_THREAD];  // preloaded: s_x of tokens thread + 128 i, until publish()
   const float* tokens = nullptr;    // preloaded: shared memory, BN floats, after publish()
@@ -305,7 +306,7 @@ struct EpilogueScales {
   // Called by the 128 threads of one warpgroup, before the k loop (after the producer grid).
   __device__ __forceinline__ EpilogueScales(int first_block, int blocks, unsigned thread, int M,
                                             const float* s1_, const float* s_x_)
-      : s1(s1_), s_x(s_x_) {
+      : s1(s1_), s_x(s_x_), last_token(M - 1) {
     if constexpr (PRELOADED) {
       const int warp = thread / 32, lane = thread % 32;
 #pragma unroll
@@ -333,14 +334,15 @@ struct EpilogueScales {
       tokens = shared_tokens;
     }
   }
-  // s1 of row n, the thread's row h of row block r; s_x of token m
+  // s1 of row n, the thread's row h of row block r; s_x of token m. s_x has M floats: a padding
+  // token (m >= M; its result is never stored) gets the last token's, or 0 when preloaded.
   __device__ __forceinline__ float row(int r, int h, int n) const {
     if constexpr (PRELOADED) return rows[r][h];
     return s1[n];
   }
   __device__ __forceinline__ float token(int m) const {
     if constexpr (PRELOADED) return tokens[m - blockIdx.y * BN];
-    return s_x[m];
+    return s_x[min(m, last_token)];
   }
 };
 
@@ -671,12 +673,18 @@ constexpr int CLUSTER_SPLIT_MAX_N = 64;
 template <int BN>
 struct ClusterExchange {
   static constexpr unsigned SLOT_BYTES = BLOCK_ROWS * BN * 4;
-  static constexpr unsigned BYTES = (CLUSTER_SPLIT_K_MAX - 1) * SLOT_BYTES;  // the buffer, at most
+  static constexpr unsigned BYTES = (CLUSTER_SPLIT_K_MAX - 1) * SLOT_BYTES;  // the buffer: the most senders
   unsigned buffer;      // shared::cta address of this CTA's exchange buffer
   const int4* slots;    // the same, as a generic pointer
   unsigned barrier;     // this CTA's exchange mbarrier
 
   __device__ static int owner(int row_block, int split_k) { return row_block % split_k; }
+
+  // Thread 0 of a CLUSTER_SPLIT build, first: a launch without its clusters would send partials
+  // to CTAs that are not there.
+  __device__ static void check_launch(int split_k) {
+    if (split_k < 2 || split_k > CLUSTER_SPLIT_K_MAX || cluster_size() != static_cast<unsigned>(split_k)) __trap();
+  }
 
   // Thread 0 at init, before fence.mbarrier_init: the barrier's one arrival is the owner's own,
   // with the bytes of split_k - 1 slices. A CTA owns at most one row block (CWG <= 2 <= split_k).
@@ -744,10 +752,7 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
                                      shared_address(&exchange_barrier)};
 
   if (threadIdx.x == 0) {
-    if constexpr (CLUSTER_SPLIT) {
-      // a launch without its clusters would send partials to CTAs that are not there
-      if (split_k < 2 || split_k > CLUSTER_SPLIT_K_MAX || cluster_size() != static_cast<unsigned>(split_k)) __trap();
-    }
+    if constexpr (CLUSTER_SPLIT) ClusterExchange<BN>::check_launch(split_k);
     // each half of a slot: one arrival per compute warp, once its wgmmas of the stage are done
     // (freeing the weights right after the dequant measured no faster)
     t.init_barriers(WARPS_PER_WARPGROUP * t.active_blocks, WARPS_PER_WARPGROUP * t.active_blocks);
@@ -902,9 +907,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
                                      shared_address(&exchange_barrier)};
 
   if (threadIdx.x == 0) {
-    if constexpr (CLUSTER_SPLIT) {
-      if (split_k < 2 || split_k > CLUSTER_SPLIT_K_MAX || cluster_size() != static_cast<unsigned>(split_k)) __trap();
-    }
+    if constexpr (CLUSTER_SPLIT) ClusterExchange<BN>::check_launch(split_k);
     // weights: the dequant threads; activations: the MMA leader (on empty_w too without split loaders)
     t.init_barriers(THREADS_PER_WARPGROUP + (t.SPLIT_LOADERS ? 0 : 1), 1);
     for (int a = 0; a < EXCP_A_SLOTS; ++a) {

@@ -80,9 +80,14 @@ def test_cluster_split_limits_match_the_kernel():
     assert match and int(match.group(1)) == CLUSTER_SPLIT_K_MAX
     match = re.search(r"constexpr int CLUSTER_SPLIT_MAX_N = (\d+);", source)
     assert match and int(match.group(1)) == CLUSTER_SPLIT_MAX_TOKENS
-    # a slice: 64 rows x BN tokens of int32, as TileConfig.split_exchange_bytes counts them
+    # a slice: 64 rows x BN tokens of int32; the buffer: room for CLUSTER_SPLIT_K_MAX - 1 of
+    # them, as TileConfig.split_exchange_bytes counts it (ExCP places its int8 slots after it)
     assert "static constexpr unsigned SLOT_BYTES = BLOCK_ROWS * BN * 4;" in source
+    assert "static constexpr unsigned BYTES = (CLUSTER_SPLIT_K_MAX - 1) * SLOT_BYTES;" in source
     assert "mbarrier_arrive_expect_tx(barrier, (split_k - 1) * SLOT_BYTES)" in source
+    for tokens in (8, 64):
+        config = TileConfig(2, tokens, 256, 2, 2)
+        assert config.split_exchange_bytes == (CLUSTER_SPLIT_K_MAX - 1) * 64 * tokens * 4
 
 
 def test_split_k_workspace_size():

@@ -238,8 +238,16 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=1)
 
 
-@pytest.mark.parametrize(("tokens", "two_loaders"), [(16, False), (16, True), (64, True)],
-                         ids=["one_load_warp", "two_load_warps_small_n", "two_load_warps"])
+def _exact(cp, shape, dtype):
+    """An empty device array in its own cudaMalloc of exactly its bytes (not the memory pool's
+    rounded-up blocks), so compute-sanitizer's memcheck sees a read or write one byte past it."""
+    dtype = np.dtype(dtype)
+    memory = cp.cuda.Memory(int(np.prod(shape)) * dtype.itemsize)
+    return cp.ndarray(shape, dtype, cp.cuda.MemoryPointer(memory, 0))
+
+
+@pytest.mark.parametrize(("tokens", "two_loaders"), [(16, False), (16, True), (64, True), (128, True)],
+                         ids=["one_load_warp", "two_load_warps_small_n", "two_load_warps", "wide_tile"])
 @pytest.mark.parametrize(("variant", "cluster_split"), [("hopper", None), ("hopper", False), ("hopper_excp", None),
                                                        ("hopper_excp", False)],
                          ids=["hopper", "hopper_workspace", "hopper_excp", "hopper_excp_workspace"])
@@ -248,17 +256,20 @@ def test_sanitizer_case(hopper_gpu, variant, cluster_split, programmatic, tokens
     """A small split-K GEMM with a partial token group and a half row tile (N = 192), launched
     plainly and right after the quantizer with programmatic dependent launch (prefetching two
     stages of weights), for compute-sanitizer (see above); n = 16 with one load warp or two (the
-    build for long unsplit k ranges), n = 64 with two (weights and activations on their own
-    barriers); the split's partials through a cluster's shared memory (the default) or through
-    the workspace."""
+    build for long unsplit k ranges), n = 64 and 128 with two (weights and activations on their
+    own barriers); the split's partials through a cluster's shared memory (the default, n <= 64)
+    or through the workspace. The output and s_x are exact-size allocations: the 13 tokens of a
+    16-, 64- or 128-token tile must not read s_x past token 12 (the epilogue once did at n >= 64)."""
     config = TileConfig(2, tokens, 128, 3, 2)
     rng = np.random.default_rng(11)
     W = rng.standard_normal((192, 1024)).astype(np.float16)  # 4 stages per split: the ring wraps
     X = rng.standard_normal((13, 1024)).astype(np.float16)
     w = liquidref.quantize_weight(W)
     dw = api.upload(w)
-    out = hopper_gpu.empty((13, 192), hopper_gpu.float16)
-    x_tiled, s_x = api.quantize_activation_tiled(hopper_gpu.asarray(X), check_finite=False)
+    out = _exact(hopper_gpu, (13, 192), np.float16)
+    x_tiled = _exact(hopper_gpu, (2, 1024 // 16, 8, 16), np.int8)  # 13 tokens padded to 16
+    s_x = _exact(hopper_gpu, (13,), np.float32)
+    api.quantize_activation_tiled(hopper_gpu.asarray(X), check_finite=False, out=(x_tiled, s_x))
     hopper.run(x_tiled, s_x, 13, dw, out, config, variant, programmatic=programmatic,
                weight_prefetch=2 if programmatic else 0, two_loaders=two_loaders, cluster_split=cluster_split)
     assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))

@@ -13,6 +13,7 @@ it fails here instead of quietly testing nothing.
 from __future__ import annotations
 
 import shutil
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -23,44 +24,38 @@ from liquidref.tiling import TileConfig
 
 from .test_mma_sync import Case, check_backend
 
-# name -> (text in the kernel, its replacement, the configuration that runs it, M[, variant])
+class Mutant(NamedTuple):
+    """One source edit of the kernel and a launch that runs the edited code."""
+
+    original: str  # text in the kernel (exactly once)
+    mutated: str  # its replacement
+    split_k: int = 1
+    tokens: int = 16  # the wgmma n of the tile; M is tokens - 3
+    variant: str = "hopper"
+
+    @property
+    def config(self) -> TileConfig:
+        return TileConfig(2, self.tokens, 256, 3, self.split_k)
+
+
 MUTANTS = {
     # the LiquidQuant dequant without the XOR that turns the unsigned byte sums into int8
-    "dequant_without_xor": (
-        "out_lo = (lo * s_lo + a_lo) ^ XOR_MASK_WORD;",
-        "out_lo = (lo * s_lo + a_lo);",
-        TileConfig(2, 16, 256, 3, 1), 13,
-    ),
+    "dequant_without_xor": Mutant("out_lo = (lo * s_lo + a_lo) ^ XOR_MASK_WORD;", "out_lo = (lo * s_lo + a_lo);"),
     # the owner CTA of a cluster split ignores the partials its partner sent
-    "cluster_owner_drops_partials": (
-        "acc[4 * c] += v.x;",
-        "acc[4 * c] += 0 * v.x;",
-        TileConfig(2, 16, 256, 3, 2), 13,
-    ),
+    "cluster_owner_drops_partials": Mutant("acc[4 * c] += v.x;", "acc[4 * c] += 0 * v.x;", split_k=2),
     # the ExCP ablation's cluster split sends its own row block instead of the partner's
-    "excp_cluster_sends_its_own_block": (
-        "theirs[i] = own == 0 ? acc[1][i] : acc[0][i];",
-        "theirs[i] = own == 0 ? acc[0][i] : acc[1][i];",
-        TileConfig(2, 16, 256, 3, 2), 13, "hopper_excp",
-    ),
+    "excp_cluster_sends_its_own_block": Mutant("theirs[i] = own == 0 ? acc[1][i] : acc[0][i];",
+                                               "theirs[i] = own == 0 ? acc[0][i] : acc[1][i];", split_k=2,
+                                               variant="hopper_excp"),
     # the workspace split's last CTA ignores the other splits' slices
-    "workspace_last_split_drops_partials": (
-        "total[4 * c] += v.x;",
-        "total[4 * c] += 0 * v.x;",
-        TileConfig(2, 16, 256, 3, 3), 13,
-    ),
+    "workspace_last_split_drops_partials": Mutant("total[4 * c] += v.x;", "total[4 * c] += 0 * v.x;", split_k=3),
     # the early (n <= 32) epilogue scales: s1 of the first row half for both halves
-    "early_scales_of_wrong_half": (
-        "if constexpr (PRELOADED) return rows[r][h];",
-        "if constexpr (PRELOADED) return rows[r][0];",
-        TileConfig(2, 16, 256, 3, 1), 13,
-    ),
+    "early_scales_of_wrong_half": Mutant("if constexpr (PRELOADED) return rows[r][h];",
+                                         "if constexpr (PRELOADED) return rows[r][0];"),
     # the staged n = 64 stores: each chunk taken from the neighbouring token's row of the tile
-    "staged_chunk_of_wrong_token": (
-        "*reinterpret_cast<const uint4*>(tile + token * stride + row);",
-        "*reinterpret_cast<const uint4*>(tile + (token ^ 1) * stride + row);",
-        TileConfig(2, 64, 256, 3, 2), 40,
-    ),
+    "staged_chunk_of_wrong_token": Mutant("*reinterpret_cast<const uint4*>(tile + token * stride + row);",
+                                          "*reinterpret_cast<const uint4*>(tile + (token ^ 1) * stride + row);",
+                                          split_k=2, tokens=64),
 }
 N, K = 192, 1536  # a half row tile; 6 stages of 256: 2 or 3 per split, the ring wraps unsplit
 
@@ -68,8 +63,9 @@ N, K = 192, 1536  # a half row tile; 6 stages of 256: 2 or 3 per split, the ring
 def test_each_mutant_edits_the_kernel_once():
     """CPU: every mutant's text occurs exactly once in the kernel source."""
     source = (runtime.KERNELS_DIR / hopper.SOURCE).read_text()
-    for name, (original, *_) in MUTANTS.items():
-        assert source.count(original) == 1, f"{name}: {original!r} occurs {source.count(original)} times"
+    for name, mutant in MUTANTS.items():
+        count = source.count(mutant.original)
+        assert count == 1, f"{name}: {mutant.original!r} occurs {count} times"
 
 
 def _case(m: int) -> Case:
@@ -81,7 +77,7 @@ def _case(m: int) -> Case:
     return Case(w, X, x_i8, s_x, liquidref.gemm(x_i8, s_x, w))
 
 
-def _runner(cp, config, variant="hopper"):
+def _runner(cp, config, variant):
     def run(x_tiled, s_x, m, packed, out):
         out_d = cp.asarray(out)
         hopper.run(cp.asarray(x_tiled), cp.asarray(s_x), m, api.upload(packed), out_d, config, variant)
@@ -101,15 +97,15 @@ def _poisoned(shape):
 def test_property_catches_kernel_mutant(cp, name, tmp_path, monkeypatch):
     if not hopper.is_available():
         pytest.skip("the Hopper kernel needs an sm_90 GPU")
-    original, mutated, config, m, *variant = MUTANTS[name]
-    run = _runner(cp, config, *variant)
-    case = _case(m)
+    mutant = MUTANTS[name]
+    run = _runner(cp, mutant.config, mutant.variant)
+    case = _case(mutant.tokens - 3)
     check_backend(run, case, _poisoned)  # the real kernel passes
 
     kernels = tmp_path / "kernels"
     shutil.copytree(runtime.KERNELS_DIR, kernels)
     source = kernels / hopper.SOURCE
-    source.write_text(source.read_text().replace(original, mutated))
+    source.write_text(source.read_text().replace(mutant.original, mutant.mutated))
     monkeypatch.setattr(runtime, "KERNELS_DIR", kernels)
     monkeypatch.setattr(hopper, "_kernels", {})  # compile the mutant, not the cached kernel
     with pytest.raises(AssertionError):

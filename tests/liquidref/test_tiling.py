@@ -39,8 +39,8 @@ def test_defaults_and_derived_sizes():
 
 def test_cluster_split_and_its_exchange_buffer():
     """Split-K 2..CLUSTER_SPLIT_K_MAX at n <= CLUSTER_SPLIT_MAX_TOKENS runs as clusters: the
-    exchange buffer holds split_k - 1 slices of 64 rows x n int32 partials, over the staging tile
-    at n = 64 (the larger of the two counts)."""
+    exchange buffer holds CLUSTER_SPLIT_K_MAX - 1 slices (the most senders) of 64 rows x n int32
+    partials, over the staging tile at n = 64 (the larger of the two counts)."""
     def ring(c):
         return BARRIER_REGION_BYTES + c.stages * (c.weight_stage_bytes + c.activation_stage_bytes)
 
@@ -50,7 +50,7 @@ def test_cluster_split_and_its_exchange_buffer():
             c = TileConfig(2, tokens, 256, 3, split)
             cluster = 2 <= split <= CLUSTER_SPLIT_K_MAX and tokens <= CLUSTER_SPLIT_MAX_TOKENS
             assert c.cluster_split == cluster
-            assert c.split_exchange_bytes == ((split - 1) * 64 * tokens * 4 if cluster else 0)
+            assert c.split_exchange_bytes == ((CLUSTER_SPLIT_K_MAX - 1) * 64 * tokens * 4 if cluster else 0)
             assert c.shared_memory_bytes == ring(c) + max(c.epilogue_staging_bytes, c.split_exchange_bytes)
     assert TileConfig(2, 64, 256, 3, 2).split_exchange_bytes == TileConfig(2, 64, 256, 3, 2).epilogue_staging_bytes
     assert not TileConfig(2, 128, 256, 3, 2).cluster_split  # wider tiles: the workspace
