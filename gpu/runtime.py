@@ -564,10 +564,125 @@ def _launch_kernel_ex():
     return _driver_launch or None
 
 
+# --- TMA tensor maps (cuTensorMapEncodeTiled through ctypes) ---------------------------------
+#
+# A CUtensorMap is 128 opaque bytes, 128-byte aligned (cuda.h), that the driver encodes on the
+# host and a kernel receives as a ``__grid_constant__`` parameter (``TensorMap`` in
+# w4a8_hopper.cu). The kernels need one kind only: a contiguous array viewed as rows of 8-byte
+# elements, a box of whole rows. The enum values below are cuda.h's (tests/gpu/test_runtime.py
+# compares them).
+
+CU_TENSOR_MAP_DATA_TYPE_UINT64 = 4
+CU_TENSOR_MAP_INTERLEAVE_NONE = 0
+CU_TENSOR_MAP_SWIZZLE_NONE = 0
+CU_TENSOR_MAP_L2_PROMOTION_NONE = 0
+CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0
+TENSOR_MAP_BYTES = 128
+TENSOR_MAP_ALIGNMENT = 128
+TENSOR_MAP_ELEMENT_BYTES = 8  # CU_TENSOR_MAP_DATA_TYPE_UINT64
+TENSOR_MAP_MAX_BOX = 256  # elements per box dimension (cuTensorMapEncodeTiled's limit)
+
+
+class TensorMap:
+    """An encoded CUtensorMap: ``address`` is the 128-byte aligned start of its 128 bytes (kept
+    alive with this object); ``raw`` are those bytes. Passed to ``launch`` as a kernel argument."""
+
+    def __init__(self) -> None:
+        self._buffer = (ctypes.c_ubyte * (TENSOR_MAP_BYTES + TENSOR_MAP_ALIGNMENT))()
+        start = ctypes.addressof(self._buffer)
+        self.address = -(-start // TENSOR_MAP_ALIGNMENT) * TENSOR_MAP_ALIGNMENT
+
+    @property
+    def raw(self) -> bytes:
+        return ctypes.string_at(self.address, TENSOR_MAP_BYTES)
+
+
+_encode_tiled = None
+
+
+def _tensor_map_encoder():
+    """cuTensorMapEncodeTiled from libcuda (CUDA driver >= 12.0)."""
+    global _encode_tiled
+    if _encode_tiled is None:
+        try:
+            function = ctypes.CDLL("libcuda.so.1").cuTensorMapEncodeTiled
+        except (OSError, AttributeError) as error:
+            raise RuntimeError(f"TMA tensor maps need cuTensorMapEncodeTiled (CUDA driver >= 12.0): {error}") from None
+        function.restype = ctypes.c_int
+        function.argtypes = [
+            ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
+            ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
+            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+        ]
+        _encode_tiled = function
+    return _encode_tiled
+
+
+def check_tensor_map(address: int, row_bytes: int, dims: tuple, strides: tuple, box: tuple) -> None:
+    """The limits ``tensor_map`` needs, checked with a message (no GPU needed)."""
+    if isinstance(row_bytes, bool) or not isinstance(row_bytes, int) or row_bytes < 1:
+        raise ValueError(f"row_bytes must be an int >= 1; got {row_bytes!r}")
+    if row_bytes % 16 or row_bytes // TENSOR_MAP_ELEMENT_BYTES > TENSOR_MAP_MAX_BOX:
+        raise ValueError(f"row_bytes must be a multiple of 16 and at most "
+                         f"{TENSOR_MAP_MAX_BOX * TENSOR_MAP_ELEMENT_BYTES}; got {row_bytes}")
+    if not 1 <= len(dims) <= 4 or len(strides) != len(dims) or len(box) != len(dims):
+        raise ValueError(f"dims, strides and box need one entry per outer dimension (1 to 4); "
+                         f"got {dims}, {strides}, {box}")
+    for name, values in (("dims", dims), ("strides", strides), ("box", box)):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            raise ValueError(f"{name} must be ints >= 1; got {values}")
+    if any(d >= 2**32 for d in dims):
+        raise ValueError(f"dims must be below 2**32; got {dims}")
+    if any(s % 16 or s >= 2**40 for s in strides):
+        raise ValueError(f"strides must be multiples of 16 bytes below 2**40; got {strides}")
+    if any(b > TENSOR_MAP_MAX_BOX for b in box):
+        raise ValueError(f"box entries must be at most {TENSOR_MAP_MAX_BOX}; got {box}")
+    if address % 16:
+        raise ValueError(f"a tensor map's array must be 16-byte aligned; its address is {address:#x}")
+
+
+def tensor_map(address: int, row_bytes: int, dims: tuple, strides: tuple, box: tuple) -> TensorMap:
+    """Encode a TMA tensor map of a device array of rows of ``row_bytes`` bytes.
+
+    The map's element is 8 bytes (uint64); its dimensions, innermost first, are
+    ``(row_bytes / 8, *dims)`` with byte strides ``strides`` for ``dims``, and its box
+    ``(row_bytes / 8, *box)``: a copy at coordinates ``(0, c1, c2, ...)`` moves whole rows, the
+    box in row-major order (innermost fastest), into contiguous shared memory; what lies outside
+    the array arrives as zeros. No swizzle, no interleave, no L2 promotion.
+
+    Args:
+        address: the array's device address (16-byte aligned).
+        row_bytes: bytes per row (a multiple of 16, at most 2048).
+        dims: sizes of the outer dimensions (1 to 4 of them, each < 2**32).
+        strides: their strides in bytes (multiples of 16).
+        box: rows of each outer dimension per copy (each at most 256).
+    """
+    dims, strides, box = tuple(dims), tuple(strides), tuple(box)
+    check_tensor_map(address, row_bytes, dims, strides, box)
+    rank = 1 + len(dims)
+    elements = row_bytes // TENSOR_MAP_ELEMENT_BYTES
+    encoded = TensorMap()
+    status = _tensor_map_encoder()(
+        ctypes.c_void_p(encoded.address), CU_TENSOR_MAP_DATA_TYPE_UINT64, rank, ctypes.c_void_p(address),
+        (ctypes.c_uint64 * rank)(elements, *dims), (ctypes.c_uint64 * len(strides))(*strides),
+        (ctypes.c_uint32 * rank)(elements, *box), (ctypes.c_uint32 * rank)(*([1] * rank)),
+        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+    )
+    if status != 0:
+        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {status} (address {address:#x}, "
+                           f"rows of {row_bytes} bytes, dims {dims}, strides {strides}, box {box})")
+    return encoded
+
+
 def _kernel_argument(value):
-    """A ctypes object holding one kernel argument (CuPy arrays: their device pointer)."""
+    """A ctypes object holding one kernel argument (CuPy arrays: their device pointer; a
+    ``TensorMap``: itself, whose bytes sit at its ``address``)."""
     import numpy as np
 
+    if isinstance(value, TensorMap):
+        return value
     if isinstance(value, np.int32):
         return ctypes.c_int32(int(value))
     if isinstance(value, np.uint32):
@@ -577,7 +692,8 @@ def _kernel_argument(value):
     data = getattr(value, "data", None)
     if data is not None and hasattr(data, "ptr"):
         return ctypes.c_void_p(int(data.ptr))
-    raise TypeError(f"kernel arguments must be CuPy arrays or np.int32/np.uint32/np.float32; got {type(value)}")
+    raise TypeError(f"kernel arguments must be CuPy arrays, np.int32/np.uint32/np.float32 or TensorMap; "
+                    f"got {type(value)}")
 
 
 def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = False,
@@ -587,7 +703,9 @@ def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = 
     Args:
         kernel: from ``compile_module(...).get_function``.
         grid, block: tuples of up to three ints.
-        args: the kernel's arguments in order (CuPy arrays, ``np.int32``/``np.uint32``/``np.float32``).
+        args: the kernel's arguments in order (CuPy arrays, ``np.int32``/``np.uint32``/``np.float32``,
+            ``TensorMap`` for a ``__grid_constant__`` tensor map parameter; a launch with tensor
+            maps goes through cuLaunchKernelEx, and raises ``RuntimeError`` without it).
         shared_mem: dynamic shared memory in bytes.
         programmatic: launch with programmatic dependent launch (the kernel must execute
             ``griddepcontrol.wait`` before it touches what the previous kernel in the stream
@@ -601,10 +719,12 @@ def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = 
         cluster = tuple(cluster)
         if len(cluster) != 3 or any(c < 1 or g % c for c, g in zip(cluster, grid)):
             raise ValueError(f"cluster must be 3 ints >= 1 dividing the grid {grid}; got {cluster}")
-    launch_ex = _launch_kernel_ex() if programmatic or cluster else None
+    tensor_maps = any(isinstance(a, TensorMap) for a in args)
+    launch_ex = _launch_kernel_ex() if programmatic or cluster or tensor_maps else None
     if launch_ex is None:
-        if cluster:
-            raise RuntimeError("a cluster launch needs cuLaunchKernelEx (CUDA driver >= 12.0)")
+        if cluster or tensor_maps:
+            what = "a cluster launch" if cluster else "a launch with tensor maps"
+            raise RuntimeError(f"{what} needs cuLaunchKernelEx (CUDA driver >= 12.0)")
         kernel(grid, block, tuple(args), shared_mem=shared_mem)
         return
     cupy = require_gpu()
@@ -621,7 +741,8 @@ def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = 
     config = _LaunchConfig(*grid, *block, shared_mem, cupy.cuda.get_current_stream().ptr,
                            ctypes.cast(attributes, ctypes.POINTER(_LaunchAttribute)), count)
     holders = [_kernel_argument(a) for a in args]
-    params = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
+    params = (ctypes.c_void_p * len(holders))(
+        *[h.address if isinstance(h, TensorMap) else ctypes.addressof(h) for h in holders])
     function = getattr(kernel, "kernel", kernel)  # RawKernel -> its cupy.cuda.Function (CUfunction)
     status = launch_ex(ctypes.byref(config), ctypes.c_void_p(function.ptr), params, None)
     if status != 0:

@@ -12,8 +12,9 @@
 #   SKIP_BENCH=1     leave out the benchmark
 #   SANITIZE=1       add a compute-sanitizer memcheck of every backend on a small shape,
 #                    memcheck and synccheck of the Hopper kernel's sanitizer cases
-#                    (tests/gpu/test_hopper.py -k sanitizer_case), and racecheck on
-#                    scripts/racecheck_probe.py (can racecheck judge a bulk-copy ring?)
+#                    (tests/gpu/test_hopper.py -k sanitizer_case), racecheck of those without
+#                    clusters (under racecheck a cluster launch never finishes), and racecheck
+#                    on scripts/racecheck_probe.py (what racecheck sees of a bulk-copy ring)
 #   SESSION_SECONDS  the whole session's budget (default 540; the device allows 600 per command):
 #                    the benchmark gets what is left, at most BENCH_SECONDS (default 360)
 #   TEST_SECONDS     time limit of the GPU tests (default 240; less when the session budget is short)
@@ -176,29 +177,34 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
     finish_step sanitize $rc $start "$(grep -E 'ERROR SUMMARY' "$STEP_OUTPUT" | tail -n 1)"
     # the Hopper kernel's own cases: split-K, a partial token group, a half row tile, one and two
     # load warps, LiquidGEMM and ExCP, plain and programmatic launches, a ring that wraps
-    say "=== compute-sanitizer memcheck and synccheck of tests/gpu/test_hopper.py -k sanitizer_case"
+    # racecheck: only the cases without clusters (the workspace splits), since a cluster launch
+    # under racecheck never finishes (CUDA 13.0, with raw and with tensor copies alike); it does
+    # not see the TMA copies' writes either (scripts/racecheck_probe.py)
+    say "=== compute-sanitizer memcheck and synccheck of tests/gpu/test_hopper.py -k sanitizer_case, racecheck of its workspace cases"
     start=$SECONDS
     detail=""
     rc=0
-    for tool in memcheck synccheck; do
+    for tool in memcheck synccheck racecheck; do
+      cases="sanitizer_case"
+      [ "$tool" = racecheck ] && cases="sanitizer_case and workspace"
       logged "$LOG" 200 "$SANITIZER" --tool "$tool" --error-exitcode 99 \
-        "$PY" -m pytest -q -x -p no:cacheprovider tests/gpu/test_hopper.py -k sanitizer_case
+        "$PY" -m pytest -q -x -p no:cacheprovider tests/gpu/test_hopper.py -k "$cases"
       tool_rc=$?
       [ "$tool_rc" -ne 0 ] && rc=$tool_rc
-      detail+="$tool: $(grep -oE 'ERROR SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | cut -c 16-) "
+      detail+="$tool: $(grep -oE '(ERROR|RACECHECK) SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | sed -E 's/^[A-Z]+ SUMMARY: //') "
     done
     finish_step cases $rc $start "$detail"
-    # racecheck on the smallest bulk-copy ring, correct and racy (scripts/racecheck_probe.py):
-    # whether racecheck can judge the kernel's ring at all. The step fails only if the correct
-    # probe does not run or sums wrong.
-    say "=== compute-sanitizer racecheck of scripts/racecheck_probe.py (correct, early)"
+    # racecheck on the smallest bulk-copy ring, correct and racy, with raw and with tensor copies
+    # (scripts/racecheck_probe.py): what racecheck can judge of the kernel's ring. The step fails
+    # only if a correct probe does not run or sums wrong.
+    say "=== compute-sanitizer racecheck of scripts/racecheck_probe.py (correct, early, tensor, tensor_early)"
     start=$SECONDS
     detail=""
     rc=0
-    for mode in correct early; do
+    for mode in correct early tensor tensor_early; do
       logged "$LOG" 60 "$SANITIZER" --tool racecheck "$PY" scripts/racecheck_probe.py "$mode"
       mode_rc=$?
-      [ "$mode" = correct ] && rc=$mode_rc
+      case "$mode" in correct | tensor) [ "$mode_rc" -ne 0 ] && rc=$mode_rc ;; esac
       detail+="$mode: $(grep -oE 'RACECHECK SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | cut -c 20-) "
     done
     finish_step racecheck $rc $start "$detail"

@@ -1,25 +1,34 @@
-"""Does compute-sanitizer racecheck understand a bulk-copy ring ordered by mbarriers?
+"""What does compute-sanitizer racecheck see of a bulk-copy ring ordered by mbarriers?
 
 The smallest stage ring of the Hopper kernel's kind, on one CTA: a producer thread waits for a
 slot's "empty" mbarrier, arms its "full" mbarrier with the byte count and issues one
-``cp.async.bulk`` into the slot; a consumer warp waits for "full", every lane reads its 16 bytes,
+asynchronous copy into the slot; a consumer warp waits for "full", every lane reads its 16 bytes,
 the warp syncs and lane 0 arrives on "empty". Two slots, eight stages, so every slot is refilled
 three times. Run it under racecheck in each mode::
 
     compute-sanitizer --tool racecheck python scripts/racecheck_probe.py correct
-    compute-sanitizer --tool racecheck python scripts/racecheck_probe.py fenced
     compute-sanitizer --tool racecheck python scripts/racecheck_probe.py early
+    compute-sanitizer --tool racecheck python scripts/racecheck_probe.py tensor
+    compute-sanitizer --tool racecheck python scripts/racecheck_probe.py tensor_early
 
-    correct  the protocol above: no slot is refilled before every lane has read it
-    fenced   the same with ``fence.proxy.async.shared::cta`` after the reads (not required by the
-             PTX memory model for this order, added to see whether racecheck then pairs them)
-    early    a real race: lane 0 frees the slot *before* the lanes read it
+    correct       the protocol above with a raw ``cp.async.bulk`` copy: no slot is refilled
+                  before every lane has read it
+    fenced        the same with ``fence.proxy.async.shared::cta`` after the reads (not required
+                  by the PTX memory model for this order)
+    early         a real race: lane 0 frees the slot *before* the lanes read it
+    tensor        the correct protocol with a TMA tensor copy (``cp.async.bulk.tensor.2d`` and a
+                  tensor map passed as a ``__grid_constant__`` parameter), as w4a8_hopper.cu copies
+    tensor_early  the real race with the tensor copy
 
-Measured (H200, CUDA 13.0, 2026-11-22): racecheck reports the same "Potential WAR hazard"
-between the consumer's LDS and the producer's bulk copy in all three modes, so it does not
-model the mbarrier ordering of ``cp.async.bulk`` writes and cannot tell the correct ring from
-the racy one. Its reports on ``w4a8_hopper`` (the same pattern) therefore say nothing either
-way; the ring protocol is checked by tests/gpu/test_hopper_ring_protocol.py instead.
+Measured (CUDA 13.0, compute-sanitizer 2025.3.1; H200 and H100, 2026-11-22): with the raw copy
+racecheck reports the same "Potential WAR hazard" between the consumer's LDS and the producer's
+copy in correct, fenced and early alike: it does not model the mbarrier ordering of a raw bulk
+copy's writes and cannot tell the correct ring from the racy one. With the tensor copy it reports
+0 hazards in tensor and in tensor_early: it does not attribute the TMA unit's writes to a thread,
+so it does not check them at all. Either way racecheck cannot judge the ring; the kernel uses
+tensor copies, so racecheck checks the rest of its shared memory (the epilogue's staging tile,
+the ExCP ablation's int8 slots, the scales) without false reports, and the ring protocol is
+checked by tests/gpu/test_hopper_ring_protocol.py.
 
 The script itself checks the sums the consumer read (a wrong result exits with status 1).
 """
@@ -30,7 +39,8 @@ import sys
 
 import numpy as np
 
-MODES = {"correct": (), "fenced": ("-DFENCED",), "early": ("-DEARLY_RELEASE",)}
+MODES = {"correct": (), "fenced": ("-DFENCED",), "early": ("-DEARLY_RELEASE",), "tensor": ("-DTENSOR",),
+         "tensor_early": ("-DTENSOR", "-DEARLY_RELEASE")}
 SLOTS = 2
 SLOT_BYTES = 512  # 32 lanes x 16 bytes
 STAGES = 8
@@ -48,8 +58,12 @@ __device__ void arrive(unsigned bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%%0];" :: "r"(bar) : "memory");
 }
 
+struct alignas(128) TensorMap { unsigned long long opaque[16]; };  // cuda.h's CUtensorMap
+
 // grid (1), block (64): warp 0 consumes, thread 32 produces. out[lane] = sum of the lane's ints.
-extern "C" __global__ void ring(const int4* __restrict__ src, int* __restrict__ out, int stages) {
+// src_map: src as rows of SLOT_BYTES, a box of one row (used with -DTENSOR).
+extern "C" __global__ void ring(const int4* __restrict__ src, int* __restrict__ out, int stages,
+                                const __grid_constant__ TensorMap src_map) {
   __shared__ __align__(128) int4 slots[SLOTS][SLOT_BYTES / 16];
   __shared__ __align__(8) unsigned long long full[SLOTS], empty[SLOTS];
   const unsigned full0 = static_cast<unsigned>(__cvta_generic_to_shared(full));
@@ -69,9 +83,15 @@ extern "C" __global__ void ring(const int4* __restrict__ src, int* __restrict__ 
       asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%%0], %%1;"
                    :: "r"(full0 + 8 * s), "r"(SLOT_BYTES) : "memory");
       const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(&slots[s][0]));
+#ifdef TENSOR
+      asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                   " [%%0], [%%1, {%%2, %%3}], [%%4];"
+                   :: "r"(dst), "l"(&src_map), "r"(0), "r"(it), "r"(full0 + 8 * s) : "memory");
+#else
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%%0], [%%1], %%2, [%%3];"
                    :: "r"(dst), "l"(src + it * (SLOT_BYTES / 16)), "r"(SLOT_BYTES), "r"(full0 + 8 * s)
                    : "memory");
+#endif
     }
   } else if (threadIdx.x < 32) {  // consumer warp
     int sum = 0;
@@ -104,11 +124,15 @@ def main(argv: list[str]) -> int:
         return 2
     import cupy
 
+    from gpu import runtime
+
     mode = argv[0]
     kernel = cupy.RawModule(code=SOURCE, options=("--gpu-architecture=sm_90a", "-std=c++17", *MODES[mode]))
     ints = np.arange(STAGES * SLOT_BYTES // 4, dtype=np.int32)
     out = cupy.zeros(32, cupy.int32)
-    kernel.get_function("ring")((1,), (64,), (cupy.asarray(ints), out, np.int32(STAGES)))
+    src = cupy.asarray(ints)
+    src_map = runtime.tensor_map(src.data.ptr, SLOT_BYTES, (STAGES,), (SLOT_BYTES,), (1,))
+    runtime.launch(kernel.get_function("ring"), (1,), (64,), (src, out, np.int32(STAGES), src_map))
     expected = ints.reshape(STAGES, 32, 4).sum(axis=(0, 2), dtype=np.int64).astype(np.int32)
     correct = bool((cupy.asnumpy(out) == expected).all())
     print(f"racecheck_probe {mode}: sums {'correct' if correct else 'WRONG'}")

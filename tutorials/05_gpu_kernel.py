@@ -52,7 +52,7 @@ print("available on this machine:", api.available_backends())
 #
 # | backend | what it is |
 # |---|---|
-# | `hopper` | the LiquidGEMM kernel for sm_90 (H100/H200): `cp.async.bulk` copies into a stage ring, `wgmma` with the dequantized weights in registers, the implicit pipeline (ImFP) of tutorial 4, split-K (2-way splits as thread block clusters that add their partials in shared memory) |
+# | `hopper` | the LiquidGEMM kernel for sm_90 (H100/H200): TMA copies into a stage ring, `wgmma` with the dequantized weights in registers, the implicit pipeline (ImFP) of tutorial 4, split-K (2-way splits as thread block clusters that add their partials in shared memory) |
 # | `hopper_excp` | the explicit pipeline (ExCP) the paper's ImFP replaces, as an ablation: a dequant warpgroup writes int8 weights to shared memory for an MMA warpgroup (bit-exact too) |
 # | `hopper_qoq_dequant` | the `hopper` kernel with QServe's dequant instructions (an ablation; bit-exact too) |
 # | `mma_sync` | a portable kernel on `mma.sync m16n8k32` (sm_80+): the correctness baseline and fallback |

@@ -1,7 +1,7 @@
 // LiquidGEMM W4A8 GEMM for Hopper (sm_90a): the implicit fine-grained pipeline (ImFP).
 //
 // nvcc-arch: sm_90a
-// SASS must contain: IGMMA UBLKCP SYNCS
+// SASS must contain: IGMMA UTMALDG SYNCS
 // SASS must not contain: LDL STL
 //
 // Computes Y^T = W X^T so that the weights are the wgmma A operand (from registers, after the
@@ -17,10 +17,10 @@
 //   ------------------------------------   ------------------------------------------------
 //   w: wait empty_w[s]                     wait full_w[s]
 //      expect_tx(full_w[s], bytes)         per 64-k block: LDS.128 codes, LDS.32 (s, a) word,
-//      bulk copy codes, meta (per WG)        AND/SHR + IMAD + XOR -> 8 A registers (2 k32 steps)
+//      TMA copy codes, meta (per WG)         AND/SHR + IMAD + XOR -> 8 A registers (2 k32 steps)
 //   x: wait empty_x[s]                     wait full_x[s]
 //      expect_tx(full_x[s], bytes)         wgmma m64nBNk32 x (KS/32), commit
-//      bulk copy X core matrices           wait_group 1 -> the previous stage is retired:
+//      TMA copy X core matrices            wait_group 1 -> the previous stage is retired:
 //   (ring of STAGES slots, each slot         each warp: arrive empty_w[s - 1], empty_x[s - 1]
 //    with both halves)
 //
@@ -82,13 +82,32 @@ __device__ __forceinline__ void mbarrier_wait(unsigned bar, unsigned parity) {
                : "memory");
 }
 
-// One bulk asynchronous copy global -> shared that completes `bytes` on the mbarrier.
-__device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigned bytes,
-                                          unsigned bar) {
+// A CUDA tensor map (cuda.h's CUtensorMap: 128 opaque bytes, 128-byte aligned), encoded on the
+// host by gpu.runtime.tensor_map and passed as a __grid_constant__ kernel parameter. The maps
+// here view an array as rows of 8-byte elements and copy whole rows (see Loader).
+struct alignas(128) TensorMap {
+  unsigned long long opaque[16];
+};
+
+// One TMA copy global -> shared of the map's box at element coordinates {0, c1} (a 2D map) or
+// {0, c1, c2} (3D), the box's bytes in row-major order, contiguous in shared memory, completing
+// the box's bytes on the mbarrier (parts of the box outside the array are filled with zeros and
+// count too). A tensor copy rather than a raw cp.async.bulk: compute-sanitizer's racecheck does
+// not model the mbarrier ordering of a raw bulk copy's writes and reports every slot reuse of a
+// correct ring as a hazard, while it does not attribute a tensor copy's writes to a thread
+// (scripts/racecheck_probe.py shows both), so it then checks the kernel's other shared memory.
+__device__ __forceinline__ void tensor_copy_2d(unsigned dst, const TensorMap* map, int c1, unsigned bar) {
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
           dst),
-      "l"(src), "r"(bytes), "r"(bar)
+      "l"(map), "r"(0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void tensor_copy_3d(unsigned dst, const TensorMap* map, int c1, int c2, unsigned bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];" ::"r"(dst),
+      "l"(map), "r"(0), "r"(c1), "r"(c2), "r"(bar)
       : "memory");
 }
 
@@ -422,17 +441,15 @@ template <int BLOCKS, int BN, int KS, int STAGES>
 struct Tile {
   using C = Config<BLOCKS, BN, KS, STAGES>;
   static constexpr bool SPLIT_LOADERS = BN >= SPLIT_LOADERS_MIN_N;
-  int first_row_block, active_blocks, first_group, loaded_groups, k_blocks, first_stage, n_stages;
+  int first_row_block, active_blocks, first_group, k_blocks, first_stage, n_stages;
   unsigned full_w, full_x, empty_w, empty_x, ring;  // barrier of slot s: full_w + 8 s, ...
 
-  __device__ Tile(const unsigned char* smem, int M, int N, int K, int split_k) {
+  __device__ Tile(const unsigned char* smem, int N, int K, int split_k) {
     const int row_blocks = N / BLOCK_ROWS;
-    const int token_groups = (M + 7) / 8;  // rows of x_tiled / 8
     const int k_stages = K / KS;
     first_row_block = blockIdx.x * BLOCKS;
     active_blocks = min(BLOCKS, row_blocks - first_row_block);
     first_group = blockIdx.y * (BN / 8);
-    loaded_groups = min(BN / 8, token_groups - first_group);
     k_blocks = K / BLOCK_K;
     first_stage = blockIdx.z * k_stages / split_k;
     n_stages = (blockIdx.z + 1) * k_stages / split_k - first_stage;
@@ -468,7 +485,7 @@ struct Tile {
 // The load warpgroup. Every stage slot has two halves:
 //   weights:     wait empty_w[s], expect_tx(full_w[s]), lanes 0..BLOCKS-1 copy one row block's
 //                codes and metadata each
-//   activations: wait empty_x[s], expect_tx(full_x[s]), every lane copies some 8-token groups
+//   activations: wait empty_x[s], expect_tx(full_x[s]), lane 0 copies the tile's 8-token groups (one box)
 // From n = SPLIT_LOADERS_MIN_N on, warp 0 streams the weights and warp 1 the activations, each
 // half on its own barriers and as far ahead as its half of the ring allows; below, warp 0
 // requests both halves stage by stage on the _w barriers (the weights' expect_tx counts both).
@@ -477,17 +494,25 @@ struct Tile {
 // for the quantizer's grid, so they stream while it finishes; the activations of those P stages
 // are requested before any more weights (one SM's copies complete roughly in issue order, and
 // the first wgmma needs both).
+//
+// The three tensor maps (gpu.hopper.tensor_maps encodes them; 8-byte elements, innermost first):
+//   codes_map  codes[N/64][K/64][2048]  2D: {2048 B, N/64 * K/64 blocks}, box {2048 B, BPS}
+//   meta_map   meta[N/64][K/64][128]    2D: {128 B, N/64 * K/64 blocks},  box {128 B, BPS}
+//     weight block of (row block rb, stage st) = rb * K/64 + st * BPS: one copy per row block
+//   x_map      x_tiled[M_pad/8][K/16][8][16] as 3D: {KS * 8 B, K/KS stages, M_pad/8 groups},
+//              box {KS * 8 B, 1, BN / 8}: one copy per stage brings the tile's BN/8 groups,
+//              group g's stage at g * KS * 8 in the slot (groups past M_pad/8 come as zeros)
 template <int BLOCKS, int BN, int KS, int STAGES>
 struct Loader {
   using C = Config<BLOCKS, BN, KS, STAGES>;
   const Tile<BLOCKS, BN, KS, STAGES>& t;
   unsigned lane;
-  const unsigned char* codes;
-  const unsigned char* meta;
-  const signed char* x_tiled;
-  int K;
+  const TensorMap* codes_map;
+  const TensorMap* meta_map;
+  const TensorMap* x_map;
 
-  __device__ unsigned activation_bytes() const { return t.loaded_groups * KS * 8; }
+  // the whole box: groups of the tile past the last token group arrive as zeros
+  __device__ unsigned activation_bytes() const { return C::X_BYTES; }
 
   __device__ void weights(int it) const {
     const int s = it % STAGES;
@@ -498,10 +523,9 @@ struct Loader {
     __syncwarp();
     const int k_block = (t.first_stage + it) * C::BPS;
     if (lane < static_cast<unsigned>(t.active_blocks)) {
-      const size_t block = static_cast<size_t>(t.first_row_block + lane) * t.k_blocks + k_block;
-      bulk_copy(t.codes_at(s, lane), codes + block * BLOCK_BYTES, C::BPS * BLOCK_BYTES, t.full_w + 8 * s);
-      bulk_copy(t.meta_at(s, lane), meta + block * META_BYTES_PER_BLOCK, C::BPS * META_BYTES_PER_BLOCK,
-                t.full_w + 8 * s);
+      const int block = (t.first_row_block + lane) * t.k_blocks + k_block;
+      tensor_copy_2d(t.codes_at(s, lane), codes_map, block, t.full_w + 8 * s);
+      tensor_copy_2d(t.meta_at(s, lane), meta_map, block, t.full_w + 8 * s);
     }
   }
 
@@ -512,19 +536,16 @@ struct Loader {
       if (lane == 0) mbarrier_arrive_expect_tx(t.full_x + 8 * s, activation_bytes());
       __syncwarp();
     }
-    for (int g = lane; g < t.loaded_groups; g += 32) {
-      const size_t chunk = static_cast<size_t>(t.first_group + g) * (K / 16) + (t.first_stage + it) * (KS / 16);
-      bulk_copy(t.x_at(s) + g * KS * 8, x_tiled + chunk * CORE_MATRIX_BYTES, KS * 8, t.x_full(s));
-    }
+    if (lane == 0) tensor_copy_3d(t.x_at(s), x_map, t.first_stage + it, t.first_group, t.x_full(s));
   }
 };
 
 // Called by every thread of the load warpgroup.
 template <int BLOCKS, int BN, int KS, int STAGES>
 __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& t, unsigned thread,
-                                            const unsigned char* codes, const unsigned char* meta,
-                                            const signed char* x_tiled, int K, int weight_prefetch) {
-  const Loader<BLOCKS, BN, KS, STAGES> load{t, thread % WARP_LANES, codes, meta, x_tiled, K};
+                                            const TensorMap* codes_map, const TensorMap* meta_map,
+                                            const TensorMap* x_map, int weight_prefetch) {
+  const Loader<BLOCKS, BN, KS, STAGES> load{t, thread % WARP_LANES, codes_map, meta_map, x_map};
   const int warp = thread / WARP_LANES;
   const int prefetch = min(t.n_stages, min(weight_prefetch, STAGES));
   if constexpr (Tile<BLOCKS, BN, KS, STAGES>::SPLIT_LOADERS) {
@@ -535,7 +556,7 @@ __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& 
       asm volatile("bar.sync %0, %1;" ::"n"(LOADERS_BARRIER_ID), "n"(2 * WARP_LANES) : "memory");
       for (int it = prefetch; it < t.n_stages; ++it) load.weights(it);
     } else if (warp == 1) {
-      wait_for_producer_grid();  // the quantizer writes x_tiled
+      wait_for_producer_grid();  // the quantizer writes x_tiled (x_map's array)
       for (int it = 0; it < t.n_stages; ++it) {
         load.activations(it);
         if (it + 1 == max(prefetch, 1)) asm volatile("bar.arrive %0, %1;" ::"n"(LOADERS_BARRIER_ID), "n"(2 * WARP_LANES) : "memory");
@@ -733,8 +754,8 @@ struct ClusterExchange {
 // so the other builds' SASS stays as measured without it.
 template <int CWG, int BN, int KS, int STAGES, bool CLUSTER_SPLIT = false>
 __global__ void __launch_bounds__((CWG + 1) * 128, 1)
-    w4a8_hopper(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ meta,
-                const float* __restrict__ s1, const signed char* __restrict__ x_tiled,
+    w4a8_hopper(const __grid_constant__ TensorMap codes_map, const __grid_constant__ TensorMap meta_map,
+                const float* __restrict__ s1, const __grid_constant__ TensorMap x_map,
                 const float* __restrict__ s_x, __half* __restrict__ y, int* __restrict__ workspace,
                 int* __restrict__ tile_counters, int M, int N, int K, int split_k, int weight_prefetch) {
   using C = Config<CWG, BN, KS, STAGES>;
@@ -744,7 +765,7 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 
   const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
   const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
-  const Tile<CWG, BN, KS, STAGES> t(smem, M, N, K, split_k);
+  const Tile<CWG, BN, KS, STAGES> t(smem, N, K, split_k);
   constexpr bool SPLIT_LOADERS = Tile<CWG, BN, KS, STAGES>::SPLIT_LOADERS;
   static_assert(!CLUSTER_SPLIT || (BN <= CLUSTER_SPLIT_MAX_N && CWG <= 2),
                 "cluster splits: n <= CLUSTER_SPLIT_MAX_N, and a CTA owns at most one row block");
@@ -763,9 +784,9 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   if constexpr (CLUSTER_SPLIT) cluster_arrive();  // every thread: this CTA's barriers are initialized
 
   if (warpgroup == 0) {
-    // ---------------- load warpgroup: one or two warps issue the bulk copies ----------------
+    // ---------------- load warpgroup: one or two warps issue the TMA copies -----------------
     if constexpr (CWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(LOAD_WARPGROUP_REGISTERS));
-    load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
+    load_stages(t, thread, &codes_map, &meta_map, &x_map, weight_prefetch);
     return;
   }
 
@@ -797,7 +818,7 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
     wgmma_wait<1>();  // the previous stage's wgmmas are done: its slot and A buffer are free
     // Each warp frees the previous slot once all its lanes are past their reads of it: the
     // __syncwarp orders the lanes' LDS before lane 0's arrive (release), which the load warp's
-    // wait (acquire) orders before the slot's next bulk copy.
+    // wait (acquire) orders before the slot's next TMA copy.
     __syncwarp();
     if (it > 0 && thread % WARP_LANES == 0) {
       mbarrier_arrive(t.empty_w + 8 * ((it - 1) % STAGES));
@@ -844,7 +865,7 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 //
 //   load WG (as above)     dequant WG (128 threads)                MMA WG (128 threads)
 //   ----------------       ----------------------------------       ---------------------------
-//   bulk copies into       wait full[s], a_empty[a]                 wait full[s], a_full[a]
+//   TMA copies into        wait full[s], a_empty[a]                 wait full[s], a_full[a]
 //   the stage ring         LDS.128 + IMAD/XOR both row blocks       wgmma m64nNk32 with A from
 //                          st.shared int8 -> A slot a (core-        shared memory (SS), 2 row
 //                          matrix layout), fence.proxy.async        blocks x KS/32 steps
@@ -881,8 +902,8 @@ __device__ __forceinline__ void store_a_fragments(unsigned slot, unsigned thread
 // their split-K partials the same way.
 template <int BN, int KS, int STAGES, bool CLUSTER_SPLIT = false>
 __global__ void __launch_bounds__(3 * 128, 1)
-    w4a8_hopper_excp(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ meta,
-                     const float* __restrict__ s1, const signed char* __restrict__ x_tiled,
+    w4a8_hopper_excp(const __grid_constant__ TensorMap codes_map, const __grid_constant__ TensorMap meta_map,
+                     const float* __restrict__ s1, const __grid_constant__ TensorMap x_map,
                      const float* __restrict__ s_x, __half* __restrict__ y, int* __restrict__ workspace,
                      int* __restrict__ tile_counters, int M, int N, int K, int split_k, int weight_prefetch) {
   using C = Config<2, BN, KS, STAGES>;
@@ -894,7 +915,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
 
   const unsigned warpgroup = threadIdx.x / THREADS_PER_WARPGROUP;
   const unsigned thread = threadIdx.x % THREADS_PER_WARPGROUP;
-  const Tile<2, BN, KS, STAGES> t(smem, M, N, K, split_k);
+  const Tile<2, BN, KS, STAGES> t(smem, N, K, split_k);
   __shared__ __align__(8) unsigned long long a_barriers[2 * EXCP_A_SLOTS];  // a_full[], a_empty[]
   __shared__ __align__(8) unsigned long long exchange_barrier;
   static_assert(!CLUSTER_SPLIT || BN <= CLUSTER_SPLIT_MAX_N, "cluster splits: n <= CLUSTER_SPLIT_MAX_N");
@@ -921,7 +942,7 @@ __global__ void __launch_bounds__(3 * 128, 1)
   if constexpr (CLUSTER_SPLIT) cluster_arrive();  // every thread: this CTA's barriers are initialized
 
   if (warpgroup == 0) {  // ---------------- load warpgroup: as in w4a8_hopper ----------------
-    load_stages(t, thread, codes, meta, x_tiled, K, weight_prefetch);
+    load_stages(t, thread, &codes_map, &meta_map, &x_map, weight_prefetch);
     return;
   }
 
@@ -1039,7 +1060,8 @@ __global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, 
 // decode, mid M and prefill, for the CPU-side compile, SASS and ptxas checks. Both kernels take
 // the same parameters.
 #define HOPPER_KERNEL_PARAMETERS                                                                  \
-  const unsigned char*, const unsigned char*, const float*, const signed char*, const float*, __half*, \
+  const __grid_constant__ liquidref::hopper::TensorMap, const __grid_constant__ liquidref::hopper::TensorMap, \
+      const float*, const __grid_constant__ liquidref::hopper::TensorMap, const float*, __half*,             \
       int*, int*, int, int, int, int, int
 template __global__ void liquidref::hopper::w4a8_hopper<2, 8, 256, 8>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 16, 256, 8>(HOPPER_KERNEL_PARAMETERS);

@@ -13,18 +13,18 @@ Memory and race checking on the GPU (a Firecracker machine), from the repository
     compute-sanitizer --tool memcheck python3 -m pytest -x -q tests/gpu/test_hopper.py \
         -k sanitizer_case -p no:cacheprovider
     compute-sanitizer --tool racecheck python3 -m pytest -x -q tests/gpu/test_hopper.py \
-        -k sanitizer_case -p no:cacheprovider
+        -k "sanitizer_case and workspace" -p no:cacheprovider
 
-memcheck and synccheck report 0 errors. racecheck reports hazards between a stage slot's bulk
-copy (the load warp's write) and the compute warps' LDS of the same slot one ring round earlier,
-once the ring wraps (these cases have 4 stages per split on a ring of 3). racecheck cannot judge
-this pattern: on scripts/racecheck_probe.py, the smallest ring of the same kind, it reports the
-same WAR hazard for the correct protocol (the copy issued only after the producer's wait on the
-slot's empty barrier, which lane 0 arrives on after a __syncwarp that follows the lanes' reads),
-for that protocol with a proxy fence, and for a racy one that frees the slot before the reads
-(H200, CUDA 13.0). The GPU property tests, whose rings wrap too, stay bit-exact, and
-test_hopper_ring_protocol.py checks every interleaving of a model of the protocol for races and
-deadlocks (CPU).
+memcheck and synccheck report 0 errors on every case; racecheck 0 hazards on the cases without
+thread block clusters (a cluster launch under racecheck never finishes, with the kernel's
+earlier raw bulk copies as with its TMA tensor copies: CUDA 13.0, H100). What racecheck checks
+there is the kernel's own shared memory traffic (the epilogue's staging tile, the ExCP
+ablation's int8 slots, the scales), not the stage ring: it does not attribute a TMA tensor
+copy's writes to any thread, so it sees no hazard on a ring that frees a slot too early either
+(scripts/racecheck_probe.py, modes tensor and tensor_early; with raw cp.async.bulk copies it
+reported a hazard for the correct ring and the racy one alike). The GPU property tests, whose
+rings wrap, stay bit-exact, and test_hopper_ring_protocol.py checks every interleaving of a model
+of the ring protocol for races and deadlocks (CPU).
 """
 
 from __future__ import annotations

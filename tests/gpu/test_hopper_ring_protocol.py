@@ -1,10 +1,10 @@
 """A model checker for the stage-ring protocol of gpu/kernels/w4a8_hopper.cu (CPU only).
 
-compute-sanitizer's racecheck reports hazards between a slot's bulk copy and the compute warps'
-reads of that slot one ring round earlier (tests/gpu/test_hopper.py says why we read them as
-false positives). This module checks the protocol itself: it models the LiquidGEMM kernel's load
-warps, compute warpgroups, mbarriers (arrival count, transaction bytes, phase parity), bulk
-copies that land at any later moment and wgmma groups that complete in order at any later
+compute-sanitizer's racecheck cannot judge the stage ring: it does not see the TMA tensor copies'
+writes at all (and reported a hazard for a correct and a racy ring alike when the kernel used
+raw bulk copies; tests/gpu/test_hopper.py, scripts/racecheck_probe.py). This module checks the
+protocol itself: it models the LiquidGEMM kernel's load warps, compute warpgroups, mbarriers
+(arrival count, transaction bytes, phase parity), TMA copies that land at any later moment and wgmma groups that complete in order at any later
 moment, and explores *every* interleaving of them for small rings. In each one, every read must
 see the bytes of its own stage, no copy may land in a slot whose activations an unfinished wgmma
 still reads, and nothing may deadlock.
@@ -18,8 +18,8 @@ What is modelled, per stage `it` of a CTA with ring slot s = it % S (the kernel'
       warp 1: activations(it), and after     (activations complete on full_w; weights'
               stage P - 1 bar.arrive           expect_tx counts both halves)
     weights(it):     it >= S: wait empty_w[s] (parity ((it / S) - 1) & 1); arrive.expect_tx
-                     full_w[s]; bulk copy codes + metadata -> slot s
-    activations(it): it >= S: wait empty_x[s]; arrive.expect_tx full_x[s]; bulk copy X -> slot s
+                     full_w[s]; TMA copy codes + metadata -> slot s
+    activations(it): it >= S: wait empty_x[s]; arrive.expect_tx full_x[s]; TMA copy X -> slot s
     compute WG:      wait full_w[s] (parity (it / S) & 1); LDS the weights; (split) wait
                      full_x[s]; issue the wgmma group (reads X of slot s until it completes);
                      wgmma wait_group 1; it > 0: every warp arrives on empty_w and (split)

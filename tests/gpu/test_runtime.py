@@ -226,8 +226,9 @@ def test_device_array_shares_torch_memory(torch_cuda):
 
 
 def test_launch_structures_match_cuda_h(tmp_path):
-    """The ctypes CUlaunchConfig / CUlaunchAttribute and the attribute id agree with cuda.h:
-    a host program compiled against the toolkit's header prints their sizes and offsets."""
+    """The ctypes CUlaunchConfig / CUlaunchAttribute, the attribute ids and the tensor map's size,
+    alignment and enum values agree with cuda.h: a host program compiled against the toolkit's
+    header prints them."""
     import ctypes
     import subprocess
 
@@ -245,7 +246,10 @@ def test_launch_structures_match_cuda_h(tmp_path):
         " offsetof(CUlaunchConfig, numAttrs),"
         " (int)CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);"
         " printf(\"%d %zu %zu\\n\", (int)CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,"
-        " offsetof(CUlaunchAttribute, value.clusterDim.x), offsetof(CUlaunchAttribute, value.clusterDim.z)); }\n"
+        " offsetof(CUlaunchAttribute, value.clusterDim.x), offsetof(CUlaunchAttribute, value.clusterDim.z));"
+        " printf(\"%zu %zu %d %d %d %d %d\\n\", sizeof(CUtensorMap), alignof(CUtensorMap),"
+        " (int)CU_TENSOR_MAP_DATA_TYPE_UINT64, (int)CU_TENSOR_MAP_INTERLEAVE_NONE, (int)CU_TENSOR_MAP_SWIZZLE_NONE,"
+        " (int)CU_TENSOR_MAP_L2_PROMOTION_NONE, (int)CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE); }\n"
     )
     subprocess.run([nvcc, "-x", "c++", str(program), "-o", str(tmp_path / "layout")], check=True)
     printed = subprocess.run([str(tmp_path / "layout")], check=True, capture_output=True, text=True).stdout
@@ -262,7 +266,53 @@ def test_launch_structures_match_cuda_h(tmp_path):
         runtime.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
         attribute.value.offset,
         attribute.value.offset + 8,
+        # the tensor maps of gpu.runtime.tensor_map (TensorMap in w4a8_hopper.cu)
+        runtime.TENSOR_MAP_BYTES,
+        runtime.TENSOR_MAP_ALIGNMENT,
+        runtime.CU_TENSOR_MAP_DATA_TYPE_UINT64,
+        runtime.CU_TENSOR_MAP_INTERLEAVE_NONE,
+        runtime.CU_TENSOR_MAP_SWIZZLE_NONE,
+        runtime.CU_TENSOR_MAP_L2_PROMOTION_NONE,
+        runtime.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
     ]
+
+
+def test_tensor_map_holder_is_aligned():
+    """A TensorMap's 128 bytes start on a 64-byte boundary (a __grid_constant__ CUtensorMap)."""
+    maps = [runtime.TensorMap() for _ in range(8)]
+    assert all(m.address % runtime.TENSOR_MAP_ALIGNMENT == 0 for m in maps)
+    assert all(len(m.raw) == runtime.TENSOR_MAP_BYTES for m in maps)
+
+
+@pytest.mark.parametrize(
+    ("address", "row_bytes", "dims", "strides", "box", "message"),
+    [
+        (0x1000, 24, (4,), (32,), (1,), "multiple of 16"),
+        (0x1000, 4096, (4,), (4096,), (1,), "at most 2048"),
+        (0x1000, 2048, (4,), (2048,), (257,), "at most 256"),
+        (0x1000, 2048, (4, 2), (2048,), (1, 1), "one entry per outer dimension"),
+        (0x1000, 2048, (), (), (), "one entry per outer dimension"),
+        (0x1000, 2048, (2**32,), (2048,), (1,), "below 2\\*\\*32"),
+        (0x1000, 2048, (4,), (2056,), (1,), "multiples of 16 bytes"),
+        (0x1008, 2048, (4,), (2048,), (1,), "16-byte aligned"),
+        (0x1000, 2048, (0,), (2048,), (1,), "dims must be ints >= 1"),
+        (0x1000, 2048, (4,), (2048,), (True,), "box must be ints >= 1"),
+        (0x1000, 0, (4,), (2048,), (1,), "row_bytes must be an int >= 1"),
+    ],
+)
+def test_tensor_map_limits_are_checked(address, row_bytes, dims, strides, box, message):
+    """Checked with a message before the driver sees them (no GPU needed)."""
+    with pytest.raises(ValueError, match=message):
+        runtime.check_tensor_map(address, row_bytes, dims, strides, box)
+    with pytest.raises(ValueError, match=message):
+        runtime.tensor_map(address, row_bytes, dims, strides, box)
+
+
+def test_tensor_map_launch_needs_the_driver(monkeypatch):
+    """A launch with tensor maps cannot fall back to CuPy's kernel call."""
+    monkeypatch.setattr(runtime, "_launch_kernel_ex", lambda: None)
+    with pytest.raises(RuntimeError, match="a launch with tensor maps needs cuLaunchKernelEx"):
+        runtime.launch(None, (1,), (32,), (runtime.TensorMap(),))
 
 
 @pytest.mark.parametrize("cluster", [(1, 1, 3), (1, 1, 0), (2, 1, 2), (1, 2)])
@@ -282,3 +332,5 @@ def test_kernel_argument_values():
     assert runtime._kernel_argument(np.int32(-5)).value == -5
     assert runtime._kernel_argument(np.uint32(7)).value == 7
     assert runtime._kernel_argument(np.float32(0.5)).value == 0.5
+    tensor_map = runtime.TensorMap()
+    assert runtime._kernel_argument(tensor_map) is tensor_map
