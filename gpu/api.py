@@ -170,6 +170,11 @@ def padded_tokens(m: int) -> int:
     return -(-m // ACT_CORE_ROWS) * ACT_CORE_ROWS
 
 
+def tiled_activation_shape(m: int, k: int) -> tuple[int, int, int, int]:
+    """The shape of M tokens' activations in the core-matrix layout: [M_pad/8, K/16, 8, 16]."""
+    return padded_tokens(m) // ACT_CORE_ROWS, k // ACT_CORE_BYTES, ACT_CORE_ROWS, ACT_CORE_BYTES
+
+
 _quantize_kernels: dict[tuple[int, bool], object] = {}
 _scratch_words: dict[int, object] = {}
 
@@ -380,8 +385,7 @@ def _gemm_tiled(x_tiled, s_x, m, dw, backend, out, after_quantize: bool):
         raise ValueError(f"m must be a non-negative int; got {m!r}")
     m = int(m)
     like = x_tiled
-    shape = (padded_tokens(m) // ACT_CORE_ROWS, dw.k // ACT_CORE_BYTES, ACT_CORE_ROWS, ACT_CORE_BYTES)
-    x_tiled = runtime.device_array("x_tiled", x_tiled, np.int8, shape)
+    x_tiled = runtime.device_array("x_tiled", x_tiled, np.int8, tiled_activation_shape(m, dw.k))
     s_x = runtime.device_array("s_x", s_x, np.float32, (m,), alignment=4)
     y = _output(out, m, dw.n)
     if m:

@@ -230,8 +230,12 @@ def run(
     """
     import cupy
 
+    from . import api
+
     _check_variant(variant)
     n, k = dw.n, dw.k
+    # the tensor maps are built from these shapes, and a TMA copy outside them reads zeros: check
+    runtime.device_array("x_tiled", x_tiled, np.int8, api.tiled_activation_shape(m, k))
     if config is None:
         config = choose_tile_config(m, n, k, _multiprocessors(cupy.cuda.Device().id))
     if variant == "hopper_excp":

@@ -236,6 +236,11 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), cluster_split=True)
     with pytest.raises(ValueError, match="cluster_split must be None, True or False"):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=1)
+    # the tensor maps are built from x_tiled's shape: one for other M or K is refused
+    with pytest.raises(ValueError, match=r"x_tiled must have shape \(2, 12, 8, 16\)"):
+        hopper.run(xt, s_x, 9, dw, out, TileConfig(2, 16, 64, 4, 1))
+    with pytest.raises(ValueError, match="x_tiled must have shape"):
+        hopper.run(xt[:, :8], s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1))
 
 
 def _exact(cp, shape, dtype):
