@@ -13,7 +13,7 @@
 #   SANITIZE=1       add a compute-sanitizer memcheck of every backend on a small shape,
 #                    memcheck and synccheck of the Hopper kernel's sanitizer cases
 #                    (tests/gpu/test_hopper.py -k sanitizer_case), racecheck of those without
-#                    clusters (under racecheck a cluster launch never finishes), and racecheck
+#                    clusters (their st.async exchange never finishes under racecheck), and racecheck
 #                    on scripts/racecheck_probe.py (what racecheck sees of a bulk-copy ring)
 #   SESSION_SECONDS  the whole session's budget (default 540; the device allows 600 per command):
 #                    the benchmark gets what is left, at most BENCH_SECONDS (default 360)
@@ -177,9 +177,9 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
     finish_step sanitize $rc $start "$(grep -E 'ERROR SUMMARY' "$STEP_OUTPUT" | tail -n 1)"
     # the Hopper kernel's own cases: split-K, a partial token group, a half row tile, one and two
     # load warps, LiquidGEMM and ExCP, plain and programmatic launches, a ring that wraps
-    # racecheck: only the cases without clusters (the workspace splits), since a cluster launch
-    # under racecheck never finishes (CUDA 13.0, with raw and with tensor copies alike); it does
-    # not see the TMA copies' writes either (scripts/racecheck_probe.py)
+    # racecheck: only the cases without clusters (the workspace splits), since a kernel whose
+    # cluster CTAs exchange data with st.async never finishes under racecheck (CUDA 13.0;
+    # scripts/racecheck_probe.py cluster_st_async); it does not see the TMA copies' writes either
     say "=== compute-sanitizer memcheck and synccheck of tests/gpu/test_hopper.py -k sanitizer_case, racecheck of its workspace cases"
     start=$SECONDS
     detail=""

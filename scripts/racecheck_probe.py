@@ -30,7 +30,21 @@ tensor copies, so racecheck checks the rest of its shared memory (the epilogue's
 the ExCP ablation's int8 slots, the scales) without false reports, and the ring protocol is
 checked by tests/gpu/test_hopper_ring_protocol.py.
 
-The script itself checks the sums the consumer read (a wrong result exits with status 1).
+Two more modes ask whether racecheck can run the kernel's split-K exchange between the CTAs of
+a thread block cluster at all (two CTAs, one warp each)::
+
+    cluster_barrier   barrier.cluster arrive / wait, then each thread writes its flag
+    cluster_st_async  CTA 1 sends 16 bytes per lane into CTA 0's shared memory with
+                      ``st.async`` completing on CTA 0's mbarrier (the ClusterExchange pattern);
+                      CTA 0 waits on the mbarrier and sums them
+
+Measured (H100, CUDA 13.0, 2026-11-22 12:3x): both are correct when run plainly and under
+memcheck and synccheck; under racecheck cluster_barrier finishes (0 hazards) but
+cluster_st_async never does (killed after 40 s). So racecheck cannot run a kernel whose CTAs
+exchange data with ``st.async``, which is why the Hopper kernel's cluster-split cases are
+memchecked and syncchecked but not racechecked (scripts/gpu_session.sh).
+
+The script itself checks what the consumers read (a wrong result exits with status 1).
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ import numpy as np
 
 MODES = {"correct": (), "fenced": ("-DFENCED",), "early": ("-DEARLY_RELEASE",), "tensor": ("-DTENSOR",),
          "tensor_early": ("-DTENSOR", "-DEARLY_RELEASE")}
+CLUSTER_MODES = ("cluster_barrier", "cluster_st_async")
 SLOTS = 2
 SLOT_BYTES = 512  # 32 lanes x 16 bytes
 STAGES = 8
@@ -118,15 +133,77 @@ extern "C" __global__ void ring(const int4* __restrict__ src, int* __restrict__ 
 """ % {"slots": SLOTS, "slot_bytes": SLOT_BYTES}
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in MODES:
-        print(f"usage: racecheck_probe.py {{{'|'.join(MODES)}}}", file=sys.stderr)
-        return 2
+CLUSTER_SOURCE = r"""
+// grid (2), block (32), clusters of 2. out[32 * rank + lane]
+extern "C" __global__ void cluster_barrier(int* out) {
+  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+  out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+}
+
+// CTA 1's lane l sends {1, 2, 3, l} into CTA 0's buf[l]; CTA 0's lane l writes out[l] = 6 + l.
+extern "C" __global__ void cluster_st_async(int* out) {
+  __shared__ __align__(16) int4 buf[32];
+  __shared__ __align__(8) unsigned long long bar;
+  const unsigned bar_addr = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
+  const unsigned buf_addr = static_cast<unsigned>(__cvta_generic_to_shared(buf));
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  if (threadIdx.x == 0) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(bar_addr));
+    if (rank == 0)
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar_addr), "r"(512) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+  if (rank == 1) {
+    unsigned remote, remote_bar;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(buf_addr + 16 * threadIdx.x), "r"(0));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote_bar) : "r"(bar_addr), "r"(0));
+    asm volatile("barrier.cluster.wait.acquire;" ::: "memory");  // CTA 0's barrier is initialized
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.s32 [%0], {%1, %2, %3, %4}, [%5];"
+                 :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)), "r"(remote_bar)
+                 : "memory");
+  } else {
+    asm volatile("{\n.reg .pred done;\nWAIT:\n"
+                 "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT;\n}\n" :: "r"(bar_addr), "r"(0) : "memory");
+    const int4 v = buf[threadIdx.x];
+    out[threadIdx.x] = v.x + v.y + v.z + v.w;
+  }
+}
+"""
+
+
+def run_cluster_mode(mode: str) -> bool:
+    """Launch a cluster mode's kernel; True when what it wrote is right."""
     import cupy
 
     from gpu import runtime
 
+    kernel = cupy.RawModule(code=CLUSTER_SOURCE, options=("--gpu-architecture=sm_90a", "-std=c++17"))
+    out = cupy.zeros(64, cupy.int32)
+    runtime.launch(kernel.get_function(mode), (2,), (32,), (out,), cluster=(2, 1, 1))
+    got = cupy.asnumpy(out)
+    if mode == "cluster_barrier":
+        return bool((got == 1).all())
+    return bool((got[:32] == np.arange(32) + 6).all())
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in (*MODES, *CLUSTER_MODES):
+        print(f"usage: racecheck_probe.py {{{'|'.join((*MODES, *CLUSTER_MODES))}}}", file=sys.stderr)
+        return 2
     mode = argv[0]
+    if mode in CLUSTER_MODES:
+        correct = run_cluster_mode(mode)
+        print(f"racecheck_probe {mode}: {'correct' if correct else 'WRONG'}")
+        return 0 if correct else 1
+    import cupy
+
+    from gpu import runtime
+
     kernel = cupy.RawModule(code=SOURCE, options=("--gpu-architecture=sm_90a", "-std=c++17", *MODES[mode]))
     ints = np.arange(STAGES * SLOT_BYTES // 4, dtype=np.int32)
     out = cupy.zeros(32, cupy.int32)
