@@ -485,7 +485,8 @@ struct Tile {
 // The load warpgroup. Every stage slot has two halves:
 //   weights:     wait empty_w[s], expect_tx(full_w[s]), lanes 0..BLOCKS-1 copy one row block's
 //                codes and metadata each
-//   activations: wait empty_x[s], expect_tx(full_x[s]), lane 0 copies the tile's 8-token groups (one box)
+//   activations: wait empty_x[s], expect_tx(full_x[s]), lane 0 copies the tile's 8-token
+//                groups (one box)
 // From n = SPLIT_LOADERS_MIN_N on, warp 0 streams the weights and warp 1 the activations, each
 // half on its own barriers and as far ahead as its half of the ring allows; below, warp 0
 // requests both halves stage by stage on the _w barriers (the weights' expect_tx counts both).
