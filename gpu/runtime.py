@@ -21,6 +21,7 @@ argument goes through ``device_array`` (dtype, shape, contiguity, alignment, dev
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import hashlib
 import os
@@ -545,23 +546,23 @@ class _LaunchConfig(ctypes.Structure):
     ]
 
 
-_driver_launch = None
+@functools.lru_cache(maxsize=None)
+def _driver_function(name: str, argtypes: tuple):
+    """A CUDA driver API function from libcuda (returning a CUresult int), or None when the
+    library or the function is missing."""
+    try:
+        function = getattr(ctypes.CDLL("libcuda.so.1"), name)
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_int
+    function.argtypes = list(argtypes)
+    return function
 
 
 def _launch_kernel_ex():
     """cuLaunchKernelEx from libcuda, or None when the driver has none."""
-    global _driver_launch
-    if _driver_launch is None:
-        try:
-            function = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
-        except (OSError, AttributeError):
-            function = False
-        else:
-            function.restype = ctypes.c_int
-            function.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p,
-                                 ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
-        _driver_launch = function
-    return _driver_launch or None
+    return _driver_function("cuLaunchKernelEx", (ctypes.POINTER(_LaunchConfig), ctypes.c_void_p,
+                                                 ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p))
 
 
 # --- TMA tensor maps (cuTensorMapEncodeTiled through ctypes) ---------------------------------
@@ -597,26 +598,17 @@ class TensorMap:
         return ctypes.string_at(self.address, TENSOR_MAP_BYTES)
 
 
-_encode_tiled = None
-
-
 def _tensor_map_encoder():
     """cuTensorMapEncodeTiled from libcuda (CUDA driver >= 12.0)."""
-    global _encode_tiled
-    if _encode_tiled is None:
-        try:
-            function = ctypes.CDLL("libcuda.so.1").cuTensorMapEncodeTiled
-        except (OSError, AttributeError) as error:
-            raise RuntimeError(f"TMA tensor maps need cuTensorMapEncodeTiled (CUDA driver >= 12.0): {error}") from None
-        function.restype = ctypes.c_int
-        function.argtypes = [
-            ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p,
-            ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
-            ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
-            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-        ]
-        _encode_tiled = function
-    return _encode_tiled
+    function = _driver_function("cuTensorMapEncodeTiled", (
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
+        ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
+        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+    ))
+    if function is None:
+        raise RuntimeError("TMA tensor maps need cuTensorMapEncodeTiled from libcuda.so.1 (CUDA driver >= 12.0)")
+    return function
 
 
 def check_tensor_map(address: int, row_bytes: int, dims: tuple, strides: tuple, box: tuple) -> None:

@@ -31,8 +31,9 @@ Variants:
                      chooser's configuration would run a cluster split)
     gemm_only        the GEMM alone (plain launch) on activations quantized once per input
     hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
-                     older kernel source with the launch signature of commit ce4b231), launched
-                     like the kernel (programmatic) with the chooser's config
+                     older kernel source with the current launch signature: the three tensor
+                     maps of gpu.hopper.tensor_maps, since commit 9ca1490), launched like the
+                     kernel (programmatic, split-K through the workspace) with the chooser's config
 """
 
 from __future__ import annotations

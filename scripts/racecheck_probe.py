@@ -53,6 +53,8 @@ import sys
 
 import numpy as np
 
+from gpu import runtime
+
 MODES = {"correct": (), "fenced": ("-DFENCED",), "early": ("-DEARLY_RELEASE",), "tensor": ("-DTENSOR",),
          "tensor_early": ("-DTENSOR", "-DEARLY_RELEASE")}
 CLUSTER_MODES = ("cluster_barrier", "cluster_st_async")
@@ -73,7 +75,7 @@ __device__ void arrive(unsigned bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%%0];" :: "r"(bar) : "memory");
 }
 
-struct alignas(128) TensorMap { unsigned long long opaque[16]; };  // cuda.h's CUtensorMap
+struct alignas(%(tensor_map_alignment)d) TensorMap { unsigned long long opaque[%(tensor_map_words)d]; };  // CUtensorMap
 
 // grid (1), block (64): warp 0 consumes, thread 32 produces. out[lane] = sum of the lane's ints.
 // src_map: src as rows of SLOT_BYTES, a box of one row (used with -DTENSOR).
@@ -130,7 +132,8 @@ extern "C" __global__ void ring(const int4* __restrict__ src, int* __restrict__ 
     out[threadIdx.x] = sum;
   }
 }
-""" % {"slots": SLOTS, "slot_bytes": SLOT_BYTES}
+""" % {"slots": SLOTS, "slot_bytes": SLOT_BYTES, "tensor_map_alignment": runtime.TENSOR_MAP_ALIGNMENT,
+       "tensor_map_words": runtime.TENSOR_MAP_BYTES // 8}
 
 
 CLUSTER_SOURCE = r"""
@@ -180,8 +183,6 @@ def run_cluster_mode(mode: str) -> bool:
     """Launch a cluster mode's kernel; True when what it wrote is right."""
     import cupy
 
-    from gpu import runtime
-
     kernel = cupy.RawModule(code=CLUSTER_SOURCE, options=("--gpu-architecture=sm_90a", "-std=c++17"))
     out = cupy.zeros(64, cupy.int32)
     runtime.launch(kernel.get_function(mode), (2,), (32,), (out,), cluster=(2, 1, 1))
@@ -201,8 +202,6 @@ def main(argv: list[str]) -> int:
         print(f"racecheck_probe {mode}: {'correct' if correct else 'WRONG'}")
         return 0 if correct else 1
     import cupy
-
-    from gpu import runtime
 
     kernel = cupy.RawModule(code=SOURCE, options=("--gpu-architecture=sm_90a", "-std=c++17", *MODES[mode]))
     ints = np.arange(STAGES * SLOT_BYTES // 4, dtype=np.int32)

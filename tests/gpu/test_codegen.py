@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu import codegen, hopper
+from gpu import codegen, hopper, runtime
 from liquidref.tiling import (
     BARRIER_REGION_BYTES,
     CLUSTER_SPLIT_K_MAX,
@@ -42,6 +42,16 @@ def test_barrier_region_matches_the_kernel():
     source = (KERNELS / hopper.SOURCE).read_text()
     match = re.search(r"constexpr unsigned BARRIER_REGION_BYTES = (\d+);", source)
     assert match and int(match.group(1)) == BARRIER_REGION_BYTES
+
+
+def test_tensor_map_struct_matches_cuda_h():
+    """The kernel's TensorMap (a __grid_constant__ parameter) has CUtensorMap's size and
+    alignment, which gpu.runtime holds and tests/gpu/test_runtime.py compares with cuda.h."""
+    source = (KERNELS / hopper.SOURCE).read_text()
+    match = re.search(r"struct alignas\((\d+)\) TensorMap \{\s*unsigned long long opaque\[(\d+)\];", source)
+    assert match, "struct TensorMap not found in the kernel"
+    assert int(match.group(1)) == runtime.TENSOR_MAP_ALIGNMENT
+    assert 8 * int(match.group(2)) == runtime.TENSOR_MAP_BYTES
 
 
 def test_staged_stores_n_matches_the_kernel():
