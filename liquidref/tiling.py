@@ -58,6 +58,9 @@ CLUSTER_SPLIT_MAX_TOKENS = 64
 # gpu/kernels/w4a8_hopper.cu holds the same value; tests/gpu/test_codegen.py checks it.
 BARRIER_REGION_BYTES = 256
 DEFAULT_NUM_SMS = 132  # H100 SXM and H200
+# Compute warpgroups a CTA may have (64 weight rows each). Three share the registers the load
+# warpgroup gives up, 152 a thread (COMPUTE_WARPGROUP_REGISTERS<3> in gpu/kernels/w4a8_hopper.cu).
+COMPUTE_WARPGROUPS = (1, 2, 3)
 
 
 class Segment(NamedTuple):
@@ -88,8 +91,8 @@ class TileConfig:
     stream_k_ctas: int = 0
 
     def __post_init__(self) -> None:
-        if self.compute_warpgroups not in (1, 2):
-            raise ValueError(f"compute_warpgroups must be 1 or 2; got {self.compute_warpgroups}")
+        if self.compute_warpgroups not in COMPUTE_WARPGROUPS:
+            raise ValueError(f"compute_warpgroups must be one of {COMPUTE_WARPGROUPS}; got {self.compute_warpgroups}")
         if self.tokens_per_cta not in WGMMA_S8_N:
             raise ValueError(
                 f"tokens_per_cta must be a wgmma .s8 n {WGMMA_S8_N}; got {self.tokens_per_cta}"
@@ -144,9 +147,10 @@ class TileConfig:
     def cluster_split(self) -> bool:
         """True when the split-K CTAs of a tile form a thread block cluster and add their
         partials through distributed shared memory (2 <= split_k <= CLUSTER_SPLIT_K_MAX, n <=
-        CLUSTER_SPLIT_MAX_TOKENS); otherwise split-K partials go through a global workspace."""
+        CLUSTER_SPLIT_MAX_TOKENS, and each CTA owns at most one row block: compute_warpgroups <=
+        split_k); otherwise split-K partials go through a global workspace."""
         return (2 <= self.split_k <= CLUSTER_SPLIT_K_MAX and self.tokens_per_cta <= CLUSTER_SPLIT_MAX_TOKENS
-                and not self.stream_k_ctas)
+                and self.compute_warpgroups <= self.split_k and not self.stream_k_ctas)
 
     @property
     def split_exchange_bytes(self) -> int:
@@ -258,18 +262,57 @@ def prefill_tokens(m: int, n: int, num_sms: int = DEFAULT_NUM_SMS) -> int:
     return min(sorted(PREFILL_TOKEN_COST), key=estimated_time)
 
 
-def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> TileConfig:
+# Three compute warpgroups (192-row tiles): how many times as long one wave of them takes as a
+# wave of 128-row tiles, by wgmma n (the key: the largest n it holds for; none above it).
+# Measured on an H100 (docs/performance.md, tuning log; per wave, same run): 1.39-1.45 up to
+# n = 64 (70B gate_up M = 1: 4 waves of 128-row tiles 91.7 us, 3 waves of 192-row tiles 95.4 us;
+# 70B qkv M = 128: 2 waves 44.1 us, 1 wave 31.9 us; 70B gate_up M = 128: 7 waves 189.9 us, 5
+# waves 191.3 us). Rounded up, so the rule takes them only where they save waves by a clear
+# margin: in practice one wave of 192-row tiles instead of two of 128. Not at n = 128: its build
+# with 256-k stages has too few registers for the wgmma pipeline (ptxas serializes the wgmmas;
+# it still measured 1.16x faster on 70B qkv at M = 256, one wave instead of two), and the
+# 128-k-stage build that is not serialized has not been timed.
+THREE_WARPGROUP_WAVE_COST = {64: 1.5}
+THREE_WARPGROUP_MAX_TOKENS = max(THREE_WARPGROUP_WAVE_COST)
+
+
+def waves(config: TileConfig, m: int, n: int, num_sms: int = DEFAULT_NUM_SMS) -> int:
+    """Waves of CTAs of the classic grid of ``config`` for an [M, K] x [N, K] problem, one CTA per
+    SM: ceil(tiles x split_k / SMs)."""
+    row_tiles, token_tiles, split_k = config.grid(m, n)
+    return -(-row_tiles * token_tiles * split_k // num_sms)
+
+
+def choose_compute_warpgroups(m: int, n: int, tokens: int, num_sms: int = DEFAULT_NUM_SMS) -> int:
+    """2, or 3 where 192-row tiles of ``tokens`` (unsplit) need so many fewer waves than 128-row
+    tiles that, at ``THREE_WARPGROUP_WAVE_COST`` a wave, they take less time: 70B qkv (N = 10240)
+    at M = 65-128 (160 tiles of 128 rows, two waves; 108 of 192 rows, one). Where 128-row tiles fit in one wave (the split-K shapes among them) three
+    warpgroups can only lose: each SM's tile is longer and no wave goes away."""
+    if tokens > THREE_WARPGROUP_MAX_TOKENS:
+        return 2
+    cost = THREE_WARPGROUP_WAVE_COST[min(t for t in THREE_WARPGROUP_WAVE_COST if t >= tokens)]
+    two, three = (waves(TileConfig(cwg, tokens, BLOCK_K, 2), m, n, num_sms) for cwg in (2, 3))
+    return 3 if three * cost < two else 2
+
+
+def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS,
+                       compute_warpgroups: int | None = None) -> TileConfig:
     """The configuration the GPU kernel launches for an M x N x K problem.
 
     Decode and mid M (M <= 128) take the smallest wgmma n of 8..64 that covers M, so no token is
     padded beyond the next valid n; when there are fewer CTA tiles than SMs, split-K spreads K
-    over more CTAs (each keeping enough stages of work). The classic grid throughout (``stream_k_ctas`` = 0):
+    over more CTAs (each keeping enough stages of work). Two compute warpgroups (128-row tiles),
+    or three (192 rows) where ``choose_compute_warpgroups`` finds they save a wave;
+    ``compute_warpgroups`` (1..3) overrides that. The classic grid throughout (``stream_k_ctas`` = 0):
     the Hopper kernel built with the stream-K schedule measured slower (docs/performance.md).
     M = 0 gets the configuration of M = 1.
     """
     for name, value, low in (("m", m, 0), ("n", n, 1), ("k", k, 1), ("num_sms", num_sms, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    if compute_warpgroups is not None and (isinstance(compute_warpgroups, bool) or not isinstance(
+            compute_warpgroups, (int, np.integer)) or compute_warpgroups not in COMPUTE_WARPGROUPS):
+        raise ValueError(f"compute_warpgroups must be None or one of {COMPUTE_WARPGROUPS}; got {compute_warpgroups!r}")
     m = max(int(m), 1)
     # Measured on an H200 (graph-timed sweeps, docs/performance.md): 256-k stages win on every
     # shape (fewer barrier round trips per byte and per MAC); up to M = 128 the smallest wgmma n
@@ -287,7 +330,9 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -
         tokens = 128
     else:
         tokens = prefill_tokens(m, n, num_sms)
-    base = TileConfig(2, tokens, k_per_stage, 2, 1)
+    if compute_warpgroups is None:
+        compute_warpgroups = choose_compute_warpgroups(m, n, tokens, num_sms)
+    base = TileConfig(compute_warpgroups, tokens, k_per_stage, 2, 1)
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles
     k_stages = base.k_stages(k)

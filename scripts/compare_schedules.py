@@ -25,6 +25,12 @@ Variants:
     quantize_only_q* the quantizer alone, launched as in hopper_q*
     hopper_cwg1      one compute warpgroup per CTA (64-row tiles), no split-K, as many stages as fit
     hopper_cwg1s2    the same with split-K 2
+    hopper_cwg2      two compute warpgroups per CTA always (128-row tiles: the chooser before it
+                     took three where they save a wave), split-K by the chooser's rule
+    hopper_cwg3      three compute warpgroups per CTA (192-row tiles) always, split-K by the
+                     chooser's rule for them (through the workspace)
+    hopper_cwg3k128  three compute warpgroups, 128-k stages (as many as fit), the chooser's split
+                     (its 256-k n = 128 build has too few registers: ptxas serializes its wgmmas)
     hopper_loaders2  two load warps at every n (hopper.two_load_warps decides otherwise)
     hopper_loaders1  one load warp below n = 64 whatever the k range
     hopper_workspace split-K partials through the global workspace, not a cluster (where the
@@ -64,6 +70,16 @@ def _variant(allow_programmatic: bool, weight_prefetch: int | None = None, split
             config = most_stages(dataclasses.replace(config, split_k=split_k, stages=2), config.stages)
         hopper.run(x_tiled, s_x, m, dw, out, config, "hopper", programmatic=programmatic and allow_programmatic,
                    weight_prefetch=weight_prefetch if programmatic and allow_programmatic else None)
+
+    return run
+
+
+def _chooser_variant(**chooser_options):
+    """The chooser's configuration for ``chooser_options`` (e.g. compute_warpgroups=3: 192-row
+    tiles, split-K by the chooser's rule for them)."""
+    def run(x_tiled, s_x, m, dw, out, programmatic=False):
+        config = choose_tile_config(m, dw.n, dw.k, **chooser_options)
+        hopper.run(x_tiled, s_x, m, dw, out, config, "hopper", programmatic=programmatic)
 
     return run
 
@@ -171,6 +187,11 @@ def register() -> None:
                          programmatic=True)
     api.register_backend("hopper_cwg1s2", _variant(True, split_k=2, compute_warpgroups=1), hopper.is_available,
                          programmatic=True)
+    api.register_backend("hopper_cwg3k128", _variant(True, k_per_stage=128, compute_warpgroups=3),
+                         hopper.is_available, programmatic=True)
+    for warpgroups in (2, 3):
+        api.register_backend(f"hopper_cwg{warpgroups}", _chooser_variant(compute_warpgroups=warpgroups),
+                             hopper.is_available, programmatic=True)
     for stages in (0, 1, 4, 8):
         api.register_backend(f"hopper_pf{stages}", _variant(True, stages), hopper.is_available, programmatic=True)
     for split in (2, 3, 4):

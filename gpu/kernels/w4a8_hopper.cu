@@ -45,11 +45,19 @@ namespace hopper {
 
 constexpr unsigned BARRIER_REGION_BYTES = 256;  // full[] and empty[] mbarriers, padded
 constexpr unsigned LOAD_WARPGROUP_REGISTERS = 40;
-constexpr unsigned COMPUTE_WARPGROUP_REGISTERS = 232;
+constexpr unsigned SM_REGISTERS = 65536;
+// setmaxnreg of a compute warpgroup with CWG of them beside the load warpgroup (one CTA per SM):
+// the registers the load warpgroup gives up, shared out, rounded down to setmaxnreg's multiple
+// of 8 and at most its 256 (CWG = 2: 232; CWG = 3: 152).
+template <int CWG>
+constexpr unsigned COMPUTE_WARPGROUP_REGISTERS =
+    (SM_REGISTERS / THREADS_PER_WARPGROUP - LOAD_WARPGROUP_REGISTERS) / CWG / 8 * 8 < 256
+        ? (SM_REGISTERS / THREADS_PER_WARPGROUP - LOAD_WARPGROUP_REGISTERS) / CWG / 8 * 8
+        : 256;
 constexpr unsigned CORE_MATRIX_BYTES = ACT_CORE_ROWS * ACT_CORE_BYTES;  // 128: 8 token rows x 16 k-bytes
 constexpr unsigned SPLIT_K_BARRIER_ID = 1;   // named barrier among the compute warpgroups
 constexpr unsigned LOADERS_BARRIER_ID = 2;   // named barrier between the two load warps
-constexpr unsigned EPILOGUE_BARRIER_ID = 3;  // + compute warpgroup (0, 1): its epilogue's barrier
+constexpr unsigned EPILOGUE_BARRIER_ID = 3;  // + compute warpgroup (0 .. CWG - 1): its epilogue's barrier
 constexpr unsigned WARP_LANES = 32;
 constexpr unsigned WARPS_PER_WARPGROUP = THREADS_PER_WARPGROUP / WARP_LANES;
 
@@ -260,13 +268,20 @@ __device__ __forceinline__ void mma_stage(int (&acc)[CHAINS][BN / 2], const unsi
 }
 
 // Independent accumulator sets per compute warpgroup: one per k32 step of a stage for n <= 32
-// (their registers are cheap there), one otherwise.
+// (their registers are cheap there), one otherwise. With three compute warpgroups (152 registers
+// a thread) the sets take at most 32 registers (n = 16: 4 sets, n = 32: 2): with 8 sets ptxas
+// serializes the wgmmas for want of registers (its C7511/C7512 warnings).
 #ifndef LIQUIDREF_ACC_CHAINS
 #define LIQUIDREF_ACC_CHAINS 0
 #endif
-template <int BN, int KS>
+constexpr int THREE_WARPGROUP_CHAIN_REGISTERS = 32;
+template <int BN, int KS, int CWG = 2>
 __host__ __device__ constexpr int accumulator_chains() {
-  return LIQUIDREF_ACC_CHAINS > 0 ? LIQUIDREF_ACC_CHAINS : (BN <= 32 ? KS / 32 : 1);
+  return LIQUIDREF_ACC_CHAINS > 0 ? LIQUIDREF_ACC_CHAINS
+         : BN > 32                ? 1
+         : CWG <= 2               ? KS / 32
+         : THREE_WARPGROUP_CHAIN_REGISTERS / (BN / 2) < KS / 32 ? THREE_WARPGROUP_CHAIN_REGISTERS / (BN / 2)
+                                                                 : KS / 32;
 }
 
 // Output row of a compute-warpgroup thread's wgmma m64nNk32 accumulators of half h (register i is
@@ -284,10 +299,15 @@ __device__ __forceinline__ __half epilogue(int acc, float s1, float s_x) {
   return __float2half_rn(__fmul_rn(__int2float_rn(acc), __fmul_rn(s1, s_x)));
 }
 
-// bar.sync on a compute warpgroup's own epilogue barrier (EPILOGUE_BARRIER_ID + 0 or 1), its 128
-// threads. Immediate barrier ids, so ptxas reserves only those two (a register id reserves all 16).
+// bar.sync on a compute warpgroup's own epilogue barrier (EPILOGUE_BARRIER_ID + its index among
+// the CWG compute warpgroups), its 128 threads. Up to two warpgroups: immediate barrier ids, so
+// ptxas reserves only those two (the builds measured with them keep their SASS); with three, the
+// id from a register (ptxas then reserves all 16; one CTA per SM uses none of the others).
+template <int CWG = 2>
 __device__ __forceinline__ void epilogue_barrier_sync(unsigned barrier_id) {
-  if (barrier_id == EPILOGUE_BARRIER_ID)
+  if constexpr (CWG > 2)
+    asm volatile("bar.sync %0, %1;" ::"r"(barrier_id), "n"(THREADS_PER_WARPGROUP) : "memory");
+  else if (barrier_id == EPILOGUE_BARRIER_ID)
     asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID), "n"(THREADS_PER_WARPGROUP) : "memory");
   else
     asm volatile("bar.sync %0, %1;" ::"n"(EPILOGUE_BARRIER_ID + 1), "n"(THREADS_PER_WARPGROUP) : "memory");
@@ -341,7 +361,8 @@ struct EpilogueScales {
     }
   }
   // Called by the same 128 threads after the k loop; `barrier_id`: EPILOGUE_BARRIER_ID + their
-  // compute warpgroup (0 or 1), a named barrier of their own.
+  // compute warpgroup (0 .. CWG - 1), a named barrier of their own.
+  template <int CWG = 2>
   __device__ __forceinline__ void publish(float* shared_tokens, unsigned thread, unsigned barrier_id) {
     if constexpr (PRELOADED) {
 #pragma unroll
@@ -349,7 +370,7 @@ struct EpilogueScales {
         const int j = thread + i * THREADS_PER_WARPGROUP;
         if (j < BN) shared_tokens[j] = loaded[i];
       }
-      epilogue_barrier_sync(barrier_id);
+      epilogue_barrier_sync<CWG>(barrier_id);
       tokens = shared_tokens;
     }
   }
@@ -377,18 +398,18 @@ struct EpilogueScales {
 // memory.
 constexpr int STAGED_STORES_N = 64;
 
-template <int BN, int R>
+template <int BN, int R, int CWG = 2>
 struct StagedStores {
   static constexpr bool ON = BN == STAGED_STORES_N;
   __half* tile;        // this warpgroup's first row, token 0 of the CTA's staging tile
   int stride;          // halves between two tokens: CWG * 64
-  unsigned barrier_id; // EPILOGUE_BARRIER_ID + 0 or 1: a named barrier of this warpgroup
+  unsigned barrier_id; // EPILOGUE_BARRIER_ID + 0 .. CWG - 1: a named barrier of this warpgroup
 
   // The 128 threads of the warpgroup, once store_tile has put all its row blocks into `tile`:
   // the barrier, then R * 64 rows x BN tokens of y in 16-byte chunks (tokens >= M and row blocks
   // >= blocks left out).
   __device__ __forceinline__ void flush(unsigned thread, int first_block, int blocks, int M, int N, __half* y) const {
-    epilogue_barrier_sync(barrier_id);
+    epilogue_barrier_sync<CWG>(barrier_id);
     constexpr int CHUNKS_PER_TOKEN = R * BLOCK_ROWS / 8;
     static_assert(BN * CHUNKS_PER_TOKEN % THREADS_PER_WARPGROUP == 0, "every thread stores as many chunks");
 #pragma unroll
@@ -586,11 +607,11 @@ __device__ __forceinline__ void load_stages(const Tile<BLOCKS, BN, KS, STAGES>& 
 //     int4 chunk c of thread t at [c][t] (a warp's chunk c is 512 contiguous bytes):
 //     slice = ((token_tile * row_blocks + row_block) * split_k + split) * 64 * BN ints
 //   (gpu.hopper.split_k_workspace_ints sizes the workspace for exactly these slices)
-template <int BN, int R>
+template <int BN, int R, int CWG = 2>
 __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int first_block, int blocks,
                                            unsigned thread, unsigned group_threads, bool leader,
                                            int& is_last_split, int M, int N,
-                                           const EpilogueScales<BN, R>& scales, const StagedStores<BN, R>& staged,
+                                           const EpilogueScales<BN, R>& scales, const StagedStores<BN, R, CWG>& staged,
                                            __half* y, int* workspace, int* tile_counters, int split_k) {
   const int warp = thread / 32, lane = thread % 32;
   const int token_base = blockIdx.y * BN + 2 * (lane % 4);
@@ -786,19 +807,20 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
 
   if (warpgroup == 0) {
     // ---------------- load warpgroup: one or two warps issue the TMA copies -----------------
-    if constexpr (CWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(LOAD_WARPGROUP_REGISTERS));
+    if constexpr (CWG >= 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(LOAD_WARPGROUP_REGISTERS));
     load_stages(t, thread, &codes_map, &meta_map, &x_map, weight_prefetch);
     return;
   }
 
   // ---------------- compute warpgroups ----------------
-  if constexpr (CWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(COMPUTE_WARPGROUP_REGISTERS));
+  if constexpr (CWG >= 2)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(COMPUTE_WARPGROUP_REGISTERS<CWG>));
   wait_for_producer_grid();  // s_x and the output are touched only after the producer grid
   const int cw = warpgroup - 1;
   if (cw >= t.active_blocks) return;
   EpilogueScales<BN, 1> scales(t.first_row_block + cw, 1, thread, M, s1, s_x);
 
-  constexpr int CHAINS = accumulator_chains<BN, KS>();
+  constexpr int CHAINS = accumulator_chains<BN, KS, CWG>();
   static_assert((KS / 32) % CHAINS == 0, "each accumulator set gets the same k32 steps per stage");
   int chains[CHAINS][BN / 2];
 #pragma unroll
@@ -854,9 +876,9 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
     if constexpr (StagedStores<BN, 1>::ON) epilogue_barrier_sync(EPILOGUE_BARRIER_ID + cw);
   }
   __shared__ float token_scales[CWG][EpilogueScales<BN, 1>::SHARED_TOKENS];
-  scales.publish(token_scales[cw], thread, EPILOGUE_BARRIER_ID + cw);
-  const StagedStores<BN, 1> staged{t.staging(smem) + cw * BLOCK_ROWS, CWG * BLOCK_ROWS, EPILOGUE_BARRIER_ID + cw};
-  store_tile<BN, 1>(acc, t.first_row_block + cw, 1, thread, t.active_blocks * THREADS_PER_WARPGROUP,
+  scales.template publish<CWG>(token_scales[cw], thread, EPILOGUE_BARRIER_ID + cw);
+  const StagedStores<BN, 1, CWG> staged{t.staging(smem) + cw * BLOCK_ROWS, CWG * BLOCK_ROWS, EPILOGUE_BARRIER_ID + cw};
+  store_tile<BN, 1, CWG>(acc, t.first_row_block + cw, 1, thread, t.active_blocks * THREADS_PER_WARPGROUP,
                     cw == 0 && thread == 0, is_last_split, M, N, scales, staged, y, workspace, tile_counters,
                     CLUSTER_SPLIT ? 1 : split_k);
 }
@@ -1056,8 +1078,9 @@ __global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, 
 }
 
 // The configurations choose_tile_config launches for K % 256 == 0 (n = 8, 16, 32, 64 up to
-// M = 128, each also as a cluster split, 128 up to M = 2047, 176-224 beyond;
-// tests/gpu/test_compile.py checks the list against it), two odd ones, and the ExCP ablation at
+// M = 128, each also as a cluster split, 128 up to M = 2047, 176-224 beyond, and the
+// three-warpgroup tiles of n = 8..64; tests/gpu/test_compile.py checks the list against it),
+// two odd ones, and the ExCP ablation at
 // decode, mid M and prefill, for the CPU-side compile, SASS and ptxas checks. Both kernels take
 // the same parameters.
 #define HOPPER_KERNEL_PARAMETERS                                                                  \
@@ -1078,6 +1101,10 @@ template __global__ void liquidref::hopper::w4a8_hopper<2, 192, 256, 3>(HOPPER_K
 template __global__ void liquidref::hopper::w4a8_hopper<2, 208, 256, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 224, 256, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<2, 256, 128, 5>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<3, 8, 256, 8>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<3, 16, 256, 7>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<3, 32, 256, 6>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<3, 64, 256, 4>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<1, 24, 64, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8, true>(HOPPER_KERNEL_PARAMETERS);

@@ -284,9 +284,9 @@ def test_hopper_checks_cover_the_chosen_configurations():
 
     text = (runtime.KERNELS_DIR / "w4a8_hopper.cu").read_text()
     checked = set(re.findall(r"(w4a8_hopper(?:_excp)?<[0-9a-z, ]+>)\(", text))
-    for m in (1, 9, 16, 17, 32, 33, 64, 65, 128, 129, 2047, 2048, 2100, 3000, 4096, 8192):
+    for m in (1, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 257, 512, 513, 2047, 2048, 2100, 3000, 4096, 8192):
         for n, k in ((4096, 4096), (6144, 4096), (4096, 14336), (8192, 8192), (10240, 8192), (57344, 8192),
-                     (8192, 28672)):
+                     (8192, 28672), (20480, 4096)):
             config = choose_tile_config(m, n, k)
             name = hopper.kernel_name(config, cluster_split=config.cluster_split)
             assert name.removeprefix("liquidref::hopper::") in checked, f"M={m} N={n} K={k}: {name}"

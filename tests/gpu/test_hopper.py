@@ -4,7 +4,7 @@ programmatic dependent launch right after the activation quantizer).
 
 Runs on an sm_90 GPU only (the other tests of this module skip with the reason elsewhere). The
 drawn cases and the byte-for-byte check are those of ``test_mma_sync.py``; here Hypothesis also
-draws the tile configuration (wgmma n, k per stage, stages, split-K, one or two compute
+draws the tile configuration (wgmma n, k per stage, stages, split-K, one to three compute
 warpgroups), so ragged M and N, every token-tile edge and uneven split-K ranges are exercised,
 with split-K partials added through a cluster's distributed shared memory or the workspace.
 
@@ -52,7 +52,7 @@ def hopper_gpu(cp):
 
 
 # Each (warpgroups, n, k per stage, stages) is its own kernel instantiation and NVRTC compile, so
-# the property draws from a fixed spread of them (every n class, both warpgroup counts, all stage
+# the property draws from a fixed spread of them (every n class, every warpgroup count, all stage
 # sizes) and draws split-K, a launch argument, freely.
 INSTANTIATIONS = (
     (2, 8, 256, 8),
@@ -65,6 +65,10 @@ INSTANTIATIONS = (
     (2, 128, 256, 4),
     (2, 192, 256, 3),
     (2, 256, 128, 5),
+    (3, 8, 256, 8),
+    (3, 32, 128, 6),
+    (3, 64, 256, 4),
+    (3, 128, 128, 5),
 )
 
 
@@ -122,6 +126,21 @@ def test_prefill_configuration_is_bit_exact(hopper_gpu, m, n, tokens):
     X = rng.standard_normal((m, 768)).astype(np.float16)
     w = liquidref.quantize_weight(W)
     assert liquidref.choose_tile_config(m, n, 768).tokens_per_cta == tokens
+    got = api.linear(hopper_gpu.asarray(X), api.upload(w), backend="hopper")
+    assert np.array_equal(hopper_gpu.asnumpy(got).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
+
+
+@pytest.mark.parametrize(("m", "n", "tokens"), [(70, 10240, 64), (5, 20416, 8)])
+def test_three_warpgroup_tiles_through_the_chooser(hopper_gpu, m, n, tokens):
+    """Where the chooser takes 192-row tiles (one wave instead of two) the API's launch is
+    bit-exact: 70B qkv's N at M = 70 (two token tiles, the second ragged; 53 full row tiles and
+    one with a single row block) and N = 20416 at decode (107 tiles, the last with one block)."""
+    rng = np.random.default_rng(m)
+    W = rng.standard_normal((n, 512)).astype(np.float16)
+    X = rng.standard_normal((m, 512)).astype(np.float16)
+    w = liquidref.quantize_weight(W)
+    config = liquidref.choose_tile_config(m, n, 512)
+    assert (config.compute_warpgroups, config.tokens_per_cta, config.split_k) == (3, tokens, 1)
     got = api.linear(hopper_gpu.asarray(X), api.upload(w), backend="hopper")
     assert np.array_equal(hopper_gpu.asnumpy(got).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
 
@@ -253,25 +272,28 @@ def _exact(cp, shape, dtype):
 
 @pytest.mark.parametrize(("tokens", "two_loaders"), [(16, False), (16, True), (64, True), (128, True)],
                          ids=["one_load_warp", "two_load_warps_small_n", "two_load_warps", "wide_tile"])
-@pytest.mark.parametrize(("variant", "cluster_split"), [("hopper", None), ("hopper", False), ("hopper_excp", None),
-                                                       ("hopper_excp", False)],
-                         ids=["hopper", "hopper_workspace", "hopper_excp", "hopper_excp_workspace"])
+@pytest.mark.parametrize(("variant", "cluster_split", "compute_warpgroups"),
+                         [("hopper", None, 2), ("hopper", False, 2), ("hopper", False, 3), ("hopper_excp", None, 2),
+                          ("hopper_excp", False, 2)],
+                         ids=["hopper", "hopper_workspace", "hopper_cwg3_workspace", "hopper_excp", "hopper_excp_workspace"])
 @pytest.mark.parametrize("programmatic", [False, True], ids=["plain", "programmatic"])
-def test_sanitizer_case(hopper_gpu, variant, cluster_split, programmatic, tokens, two_loaders):
-    """A small split-K GEMM with a partial token group and a half row tile (N = 192), launched
-    plainly and right after the quantizer with programmatic dependent launch (prefetching two
-    stages of weights), for compute-sanitizer (see above); n = 16 with one load warp or two (the
-    build for long unsplit k ranges), n = 64 and 128 with two (weights and activations on their
-    own barriers); the split's partials through a cluster's shared memory (the default, n <= 64)
-    or through the workspace. The output and s_x are exact-size allocations: the 13 tokens of a
-    16-, 64- or 128-token tile must not read s_x past token 12 (the epilogue once did at n >= 64)."""
-    config = TileConfig(2, tokens, 128, 3, 2)
+def test_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, programmatic, tokens, two_loaders):
+    """A small split-K GEMM with a partial token group and a partial row tile (N = 320: the last
+    tile has one of its two or two of its three 64-row blocks), launched plainly and right after
+    the quantizer with programmatic dependent launch (prefetching two stages of weights), for
+    compute-sanitizer (see above); n = 16 with one load warp or two (the build for long unsplit k
+    ranges), n = 64 and 128 with two (weights and activations on their own barriers); two compute
+    warpgroups, or three (their split through the workspace); the split's partials through a
+    cluster's shared memory (the default, n <= 64) or through the workspace. The output and s_x
+    are exact-size allocations: the 13 tokens of a 16-, 64- or 128-token tile must not read s_x
+    past token 12 (the epilogue once did at n >= 64)."""
+    config = TileConfig(compute_warpgroups, tokens, 128, 3, 2)
     rng = np.random.default_rng(11)
-    W = rng.standard_normal((192, 1024)).astype(np.float16)  # 4 stages per split: the ring wraps
+    W = rng.standard_normal((320, 1024)).astype(np.float16)  # 4 stages per split: the ring wraps
     X = rng.standard_normal((13, 1024)).astype(np.float16)
     w = liquidref.quantize_weight(W)
     dw = api.upload(w)
-    out = _exact(hopper_gpu, (13, 192), np.float16)
+    out = _exact(hopper_gpu, (13, 320), np.float16)
     x_tiled = _exact(hopper_gpu, (2, 1024 // 16, 8, 16), np.int8)  # 13 tokens padded to 16
     s_x = _exact(hopper_gpu, (13,), np.float32)
     api.quantize_activation_tiled(hopper_gpu.asarray(X), check_finite=False, out=(x_tiled, s_x))

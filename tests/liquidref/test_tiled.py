@@ -22,6 +22,7 @@ from liquidref.fragments import (
     wgmma_b_address,
 )
 from liquidref.layout import PackedWeight, code_position
+from liquidref.tiling import COMPUTE_WARPGROUPS
 import liquidref.tiled as lr_tiled
 from liquidref.tiled import (
     _KERNEL_SCHEDULE,
@@ -61,7 +62,7 @@ def tile_configs(draw):
     fewer than the tiles, so that CTAs span tiles)."""
     stream_k = draw(st.booleans())
     fields = dict(
-        compute_warpgroups=draw(st.sampled_from([1, 2])),
+        compute_warpgroups=draw(st.sampled_from(COMPUTE_WARPGROUPS)),
         tokens_per_cta=draw(st.sampled_from(WGMMA_S8_N)),
         k_per_stage=draw(st.sampled_from([64, 128, 192, 256])),
         stages=draw(st.integers(2, 16)),

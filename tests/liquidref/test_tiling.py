@@ -11,15 +11,20 @@ from liquidref.tiling import (
     BARRIER_REGION_BYTES,
     CLUSTER_SPLIT_K_MAX,
     CLUSTER_SPLIT_MAX_TOKENS,
+    COMPUTE_WARPGROUPS,
     DEFAULT_NUM_SMS,
     PREFILL_TOKEN_COST,
     SHARED_MEMORY_LIMIT,
+    THREE_WARPGROUP_MAX_TOKENS,
+    THREE_WARPGROUP_WAVE_COST,
     WGMMA_S8_N,
     Segment,
     TileConfig,
+    choose_compute_warpgroups,
     choose_tile_config,
     most_stages,
     prefill_tokens,
+    waves,
 )
 
 
@@ -54,13 +59,14 @@ def test_cluster_split_and_its_exchange_buffer():
             assert c.shared_memory_bytes == ring(c) + max(c.epilogue_staging_bytes, c.split_exchange_bytes)
     assert TileConfig(2, 64, 256, 3, 2).split_exchange_bytes == TileConfig(2, 64, 256, 3, 2).epilogue_staging_bytes
     assert not TileConfig(2, 128, 256, 3, 2).cluster_split  # wider tiles: the workspace
+    assert not TileConfig(3, 64, 256, 3, 2).cluster_split  # a CTA would own two row blocks
     assert not TileConfig(2, 16, 256, 3, 1, stream_k_ctas=7).cluster_split
 
 
 @pytest.mark.parametrize(
     "fields,message",
     [
-        (dict(compute_warpgroups=3), "compute_warpgroups"),
+        (dict(compute_warpgroups=4), "compute_warpgroups"),
         (dict(tokens_per_cta=40), "tokens_per_cta"),
         (dict(k_per_stage=96), "k_per_stage"),
         (dict(stages=1), "stages"),
@@ -95,7 +101,7 @@ def scheduled_problems(draw):
     """(config, m, n, k): a classic / split-K or a stream-K config and a problem it tiles."""
     stream_k_ctas = draw(st.sampled_from([0, 0, 1, 2, 3]) | st.integers(1, 200))
     config = TileConfig(
-        compute_warpgroups=draw(st.sampled_from([1, 2])),
+        compute_warpgroups=draw(st.sampled_from(COMPUTE_WARPGROUPS)),
         tokens_per_cta=draw(st.sampled_from([8, 16, 24, 64])),
         k_per_stage=draw(st.sampled_from([64, 128, 256])),
         stages=2,
@@ -242,6 +248,57 @@ def test_decode_uses_split_k_and_small_n():
     assert (mid.tokens_per_cta, mid.split_k) == (64, 2)
     assert choose_tile_config(4096, 4096, 4096).tokens_per_cta == 208  # prefill_tokens, below
     assert choose_tile_config(4096, 4096, 4096).k_per_stage == 256
+
+
+def _waves_of(rows_per_cta, m, n, tokens, num_sms):
+    """ceil(row tiles x token tiles / SMs), from the sizes alone."""
+    return -(-(-(-n // rows_per_cta) * -(-m // tokens)) // num_sms)
+
+
+@given(st.integers(0, 5000), st.integers(1, 1024), st.sampled_from([DEFAULT_NUM_SMS, 114, 78, 8]))
+def test_three_warpgroups_only_where_they_save_waves(m, n_blocks, num_sms):
+    """192-row tiles are chosen exactly where n <= 128 and their waves, at the measured cost of
+    such a wave, take less time than the waves of 128-row tiles; then unsplit (they never make
+    a one-wave grid of 128-row tiles, where split-K would go, longer)."""
+    n = 64 * n_blocks
+    c = choose_tile_config(m, n, 8192, num_sms)
+    tokens = c.tokens_per_cta
+    assert waves(c, max(m, 1), n, num_sms) >= 1
+    if tokens > THREE_WARPGROUP_MAX_TOKENS:
+        assert c.compute_warpgroups == 2
+        return
+    cost = THREE_WARPGROUP_WAVE_COST[64]
+    two = _waves_of(128, max(m, 1), n, tokens, num_sms)
+    three = _waves_of(192, max(m, 1), n, tokens, num_sms)
+    assert c.compute_warpgroups == (3 if three * cost < two else 2)
+    if c.compute_warpgroups == 3:
+        assert two >= 2 and c.split_k == 1 and not c.cluster_split
+
+
+def test_three_warpgroups_on_the_measured_shapes():
+    """H100, same run (docs/performance.md, tuning log): 70B qkv (N = 10240) at M = 96 and 128 was
+    faster with 192-row tiles (one wave instead of two); 70B qkv at M <= 64 and 512-1024, 8B qkv
+    at M <= 256 and 1024, 70B gate_up at every M were not (n = 128 tiles, M = 129-2047, keep two
+    warpgroups: see THREE_WARPGROUP_WAVE_COST)."""
+    for m, n, k in ((65, 10240, 8192), (96, 10240, 8192), (128, 10240, 8192)):
+        assert choose_tile_config(m, n, k).compute_warpgroups == 3, (m, n)
+    for m, n, k in ((1, 10240, 8192), (64, 10240, 8192), (256, 10240, 8192), (512, 10240, 8192),
+                    (1024, 10240, 8192), (64, 6144, 4096), (256, 6144, 4096), (512, 6144, 4096),
+                    (1024, 6144, 4096), (1, 57344, 8192),
+                    (128, 57344, 8192), (256, 57344, 8192), (128, 8192, 8192), (4096, 10240, 8192)):
+        assert choose_tile_config(m, n, k).compute_warpgroups == 2, (m, n)
+    assert choose_compute_warpgroups(128, 10240, 64) == 3
+    assert choose_compute_warpgroups(4096, 10240, 208) == 2  # prefill widths: two warpgroups only
+
+
+def test_compute_warpgroups_can_be_forced():
+    c = choose_tile_config(64, 10240, 8192, compute_warpgroups=3)
+    assert (c.compute_warpgroups, c.tokens_per_cta, c.split_k) == (3, 64, 2)  # 54 tiles: split in two
+    assert not c.cluster_split  # a CTA would own two row blocks: the workspace
+    assert choose_tile_config(128, 10240, 8192, compute_warpgroups=2).compute_warpgroups == 2
+    for bad in (0, 4, 2.0, "3"):
+        with pytest.raises(ValueError, match="compute_warpgroups must be None or one of"):
+            choose_tile_config(64, 10240, 8192, compute_warpgroups=bad)
 
 
 def _prefill_estimate(m, n, tokens, num_sms):
