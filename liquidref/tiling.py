@@ -286,8 +286,9 @@ def waves(config: TileConfig, m: int, n: int, num_sms: int = DEFAULT_NUM_SMS) ->
 def choose_compute_warpgroups(m: int, n: int, tokens: int, num_sms: int = DEFAULT_NUM_SMS) -> int:
     """2, or 3 where 192-row tiles of ``tokens`` (unsplit) need so many fewer waves than 128-row
     tiles that, at ``THREE_WARPGROUP_WAVE_COST`` a wave, they take less time: 70B qkv (N = 10240)
-    at M = 65-128 (160 tiles of 128 rows, two waves; 108 of 192 rows, one). Where 128-row tiles fit in one wave (the split-K shapes among them) three
-    warpgroups can only lose: each SM's tile is longer and no wave goes away."""
+    at M = 65-128 (160 tiles of 128 rows, two waves; 108 of 192 rows, one). Where 128-row tiles
+    fit in one wave (the split-K shapes among them) three warpgroups can only lose: each SM's
+    tile is longer and no wave goes away."""
     if tokens > THREE_WARPGROUP_MAX_TOKENS:
         return 2
     cost = THREE_WARPGROUP_WAVE_COST[min(t for t in THREE_WARPGROUP_WAVE_COST if t >= tokens)]
