@@ -267,13 +267,14 @@ def prefill_tokens(m: int, n: int, num_sms: int = DEFAULT_NUM_SMS) -> int:
 # Measured on an H100 (docs/performance.md, tuning log; per wave, same run): 1.39-1.45 up to
 # n = 64 (70B gate_up M = 1: 4 waves of 128-row tiles 91.7 us, 3 waves of 192-row tiles 95.4 us;
 # 70B qkv M = 128: 2 waves 44.1 us, 1 wave 31.9 us; 70B gate_up M = 128: 7 waves 189.9 us, 5
-# waves 191.3 us). Rounded up, so the rule takes them only where they save waves by a clear
-# margin: in practice one wave of 192-row tiles instead of two of 128. Not at n = 128: its build
-# with 256-k stages has too few registers for the wgmma pipeline (ptxas serializes the wgmmas;
-# it still measured 1.16x faster on 70B qkv at M = 256, one wave instead of two), and the
-# 128-k-stage build that is not serialized has not been timed.
-THREE_WARPGROUP_WAVE_COST = {64: 1.5}
+# waves 191.3 us) and about 1.57 at n = 128 with 128-k stages (70B o M = 320: 2 waves 62.2 us, 1
+# wave 49.0; down 197.7 -> 154.5). Rounded up, so the rule takes them only where they save waves
+# by a clear margin: in practice one wave of 192-row tiles instead of two of 128.
+THREE_WARPGROUP_WAVE_COST = {64: 1.5, 128: 1.8}
 THREE_WARPGROUP_MAX_TOKENS = max(THREE_WARPGROUP_WAVE_COST)
+# Wider three-warpgroup tiles (n > 64) take stages of at most this many k: with 256-k stages the
+# n = 128 build has too few registers for the wgmma pipeline and ptxas serializes its wgmmas.
+THREE_WARPGROUP_WIDE_K_PER_STAGE = 128
 
 
 def waves(config: TileConfig, m: int, n: int, num_sms: int = DEFAULT_NUM_SMS) -> int:
@@ -286,7 +287,8 @@ def waves(config: TileConfig, m: int, n: int, num_sms: int = DEFAULT_NUM_SMS) ->
 def choose_compute_warpgroups(m: int, n: int, tokens: int, num_sms: int = DEFAULT_NUM_SMS) -> int:
     """2, or 3 where 192-row tiles of ``tokens`` (unsplit) need so many fewer waves than 128-row
     tiles that, at ``THREE_WARPGROUP_WAVE_COST`` a wave, they take less time: 70B qkv (N = 10240)
-    at M = 65-128 (160 tiles of 128 rows, two waves; 108 of 192 rows, one). Where 128-row tiles
+    at M = 65-256, 70B o and down (N = 8192) at M = 257-384 (n = 128: 192 tiles of 128 rows, two
+    waves; 129 of 192 rows, one), 8B qkv (N = 6144) at M = 257-512. Where 128-row tiles
     fit in one wave (the split-K shapes among them) three warpgroups can only lose: each SM's
     tile is longer and no wave goes away."""
     if tokens > THREE_WARPGROUP_MAX_TOKENS:
@@ -333,6 +335,8 @@ def choose_tile_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS,
         tokens = prefill_tokens(m, n, num_sms)
     if compute_warpgroups is None:
         compute_warpgroups = choose_compute_warpgroups(m, n, tokens, num_sms)
+    if compute_warpgroups == 3 and tokens > 64:
+        k_per_stage = min(k_per_stage, THREE_WARPGROUP_WIDE_K_PER_STAGE)
     base = TileConfig(compute_warpgroups, tokens, k_per_stage, 2, 1)
     rows_tiles, token_tiles, _ = base.grid(m, n)
     tiles = rows_tiles * token_tiles

@@ -1079,7 +1079,7 @@ __global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, 
 
 // The configurations choose_tile_config launches for K % 256 == 0 (n = 8, 16, 32, 64 up to
 // M = 128, each also as a cluster split, 128 up to M = 2047, 176-224 beyond, and the
-// three-warpgroup tiles of n = 8..64; tests/gpu/test_compile.py checks the list against it),
+// three-warpgroup tiles of n = 8..128; tests/gpu/test_compile.py checks the list against it),
 // two odd ones, and the ExCP ablation at
 // decode, mid M and prefill, for the CPU-side compile, SASS and ptxas checks. Both kernels take
 // the same parameters.
@@ -1105,6 +1105,7 @@ template __global__ void liquidref::hopper::w4a8_hopper<3, 8, 256, 8>(HOPPER_KER
 template __global__ void liquidref::hopper::w4a8_hopper<3, 16, 256, 7>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<3, 32, 256, 6>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<3, 64, 256, 4>(HOPPER_KERNEL_PARAMETERS);
+template __global__ void liquidref::hopper::w4a8_hopper<3, 128, 128, 7>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper<1, 24, 64, 3>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8>(HOPPER_KERNEL_PARAMETERS);
 template __global__ void liquidref::hopper::w4a8_hopper_excp<8, 256, 8, true>(HOPPER_KERNEL_PARAMETERS);

@@ -130,11 +130,12 @@ def test_prefill_configuration_is_bit_exact(hopper_gpu, m, n, tokens):
     assert np.array_equal(hopper_gpu.asnumpy(got).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
 
 
-@pytest.mark.parametrize(("m", "n", "tokens"), [(70, 10240, 64), (5, 20416, 8)])
+@pytest.mark.parametrize(("m", "n", "tokens"), [(70, 10240, 64), (5, 20416, 8), (300, 6208, 128)])
 def test_three_warpgroup_tiles_through_the_chooser(hopper_gpu, m, n, tokens):
     """Where the chooser takes 192-row tiles (one wave instead of two) the API's launch is
     bit-exact: 70B qkv's N at M = 70 (two token tiles, the second ragged; 53 full row tiles and
-    one with a single row block) and N = 20416 at decode (107 tiles, the last with one block)."""
+    one with a single row block), N = 20416 at decode (107 tiles, the last with one block) and
+    N = 6208 at n = 128 (128-k stages, 33 tiles)."""
     rng = np.random.default_rng(m)
     W = rng.standard_normal((n, 512)).astype(np.float16)
     X = rng.standard_normal((m, 512)).astype(np.float16)

@@ -17,6 +17,7 @@ from liquidref.tiling import (
     SHARED_MEMORY_LIMIT,
     THREE_WARPGROUP_MAX_TOKENS,
     THREE_WARPGROUP_WAVE_COST,
+    THREE_WARPGROUP_WIDE_K_PER_STAGE,
     WGMMA_S8_N,
     Segment,
     TileConfig,
@@ -267,23 +268,25 @@ def test_three_warpgroups_only_where_they_save_waves(m, n_blocks, num_sms):
     if tokens > THREE_WARPGROUP_MAX_TOKENS:
         assert c.compute_warpgroups == 2
         return
-    cost = THREE_WARPGROUP_WAVE_COST[64]
+    cost = THREE_WARPGROUP_WAVE_COST[64 if tokens <= 64 else 128]
     two = _waves_of(128, max(m, 1), n, tokens, num_sms)
     three = _waves_of(192, max(m, 1), n, tokens, num_sms)
     assert c.compute_warpgroups == (3 if three * cost < two else 2)
     if c.compute_warpgroups == 3:
         assert two >= 2 and c.split_k == 1 and not c.cluster_split
+        assert tokens <= 64 or c.k_per_stage <= THREE_WARPGROUP_WIDE_K_PER_STAGE  # not serialized
 
 
 def test_three_warpgroups_on_the_measured_shapes():
-    """H100, same run (docs/performance.md, tuning log): 70B qkv (N = 10240) at M = 96 and 128 was
-    faster with 192-row tiles (one wave instead of two); 70B qkv at M <= 64 and 512-1024, 8B qkv
-    at M <= 256 and 1024, 70B gate_up at every M were not (n = 128 tiles, M = 129-2047, keep two
-    warpgroups: see THREE_WARPGROUP_WAVE_COST)."""
-    for m, n, k in ((65, 10240, 8192), (96, 10240, 8192), (128, 10240, 8192)):
+    """H100, same run (docs/performance.md, tuning log): 70B qkv (N = 10240) at M = 65-256, 70B o
+    and down (N = 8192) at M = 320 and 384 and N = 20480 at decode were faster with 192-row tiles
+    (one wave instead of two); 70B qkv at M <= 64 and 320-1024, 8B qkv at M <= 256 and 1024, 70B
+    gate_up at every M were not."""
+    for m, n, k in ((65, 10240, 8192), (96, 10240, 8192), (128, 10240, 8192), (256, 10240, 8192),
+                    (320, 8192, 8192), (384, 8192, 28672), (1, 20480, 4096), (64, 20480, 4096)):
         assert choose_tile_config(m, n, k).compute_warpgroups == 3, (m, n)
-    for m, n, k in ((1, 10240, 8192), (64, 10240, 8192), (256, 10240, 8192), (512, 10240, 8192),
-                    (1024, 10240, 8192), (64, 6144, 4096), (256, 6144, 4096), (512, 6144, 4096),
+    for m, n, k in ((1, 10240, 8192), (64, 10240, 8192), (320, 10240, 8192), (512, 10240, 8192),
+                    (1024, 10240, 8192), (64, 6144, 4096), (256, 6144, 4096),
                     (1024, 6144, 4096), (1, 57344, 8192),
                     (128, 57344, 8192), (256, 57344, 8192), (128, 8192, 8192), (4096, 10240, 8192)):
         assert choose_tile_config(m, n, k).compute_warpgroups == 2, (m, n)
