@@ -879,8 +879,8 @@ __global__ void __launch_bounds__((CWG + 1) * 128, 1)
   scales.template publish<CWG>(token_scales[cw], thread, EPILOGUE_BARRIER_ID + cw);
   const StagedStores<BN, 1, CWG> staged{t.staging(smem) + cw * BLOCK_ROWS, CWG * BLOCK_ROWS, EPILOGUE_BARRIER_ID + cw};
   store_tile<BN, 1, CWG>(acc, t.first_row_block + cw, 1, thread, t.active_blocks * THREADS_PER_WARPGROUP,
-                    cw == 0 && thread == 0, is_last_split, M, N, scales, staged, y, workspace, tile_counters,
-                    CLUSTER_SPLIT ? 1 : split_k);
+                         cw == 0 && thread == 0, is_last_split, M, N, scales, staged, y, workspace,
+                         tile_counters, CLUSTER_SPLIT ? 1 : split_k);
 }
 
 
@@ -1080,9 +1080,8 @@ __global__ void dequant_probe_kernel(uint4 codes, unsigned s_lo, unsigned a_lo, 
 // The configurations choose_tile_config launches for K % 256 == 0 (n = 8, 16, 32, 64 up to
 // M = 128, each also as a cluster split, 128 up to M = 2047, 176-224 beyond, and the
 // three-warpgroup tiles of n = 8..128; tests/gpu/test_compile.py checks the list against it),
-// two odd ones, and the ExCP ablation at
-// decode, mid M and prefill, for the CPU-side compile, SASS and ptxas checks. Both kernels take
-// the same parameters.
+// two odd ones, and the ExCP ablation at decode, mid M and prefill, for the CPU-side compile,
+// SASS and ptxas checks. Both kernels take the same parameters.
 #define HOPPER_KERNEL_PARAMETERS                                                                  \
   const __grid_constant__ liquidref::hopper::TensorMap, const __grid_constant__ liquidref::hopper::TensorMap, \
       const float*, const __grid_constant__ liquidref::hopper::TensorMap, const float*, __half*,             \
