@@ -59,7 +59,7 @@ CLUSTER_SPLIT_MAX_TOKENS = 64
 BARRIER_REGION_BYTES = 256
 DEFAULT_NUM_SMS = 132  # H100 SXM and H200
 # Compute warpgroups a CTA may have (64 weight rows each). Three share the registers the load
-# warpgroup gives up, 152 a thread (COMPUTE_WARPGROUP_REGISTERS<3> in gpu/kernels/w4a8_hopper.cu).
+# warpgroup gives up (COMPUTE_WARPGROUP_REGISTERS<CWG> in gpu/kernels/w4a8_hopper.cu).
 COMPUTE_WARPGROUPS = (1, 2, 3)
 
 
@@ -288,7 +288,8 @@ def choose_compute_warpgroups(m: int, n: int, tokens: int, num_sms: int = DEFAUL
     """2, or 3 where 192-row tiles of ``tokens`` (unsplit) need so many fewer waves than 128-row
     tiles that, at ``THREE_WARPGROUP_WAVE_COST`` a wave, they take less time: 70B qkv (N = 10240)
     at M = 65-256, 70B o and down (N = 8192) at M = 257-384 (n = 128: 192 tiles of 128 rows, two
-    waves; 129 of 192 rows, one), 8B qkv (N = 6144) at M = 257-512. Where 128-row tiles
+    waves; 129 of 192 rows, one), 8B qkv (N = 6144) at M = 257-512, 8B o and down (N = 4096) at
+    M = 513-768. Where 128-row tiles
     fit in one wave (the split-K shapes among them) three warpgroups can only lose: each SM's
     tile is longer and no wave goes away."""
     if tokens > THREE_WARPGROUP_MAX_TOKENS:

@@ -256,15 +256,11 @@ def _waves_of(rows_per_cta, m, n, tokens, num_sms):
     return -(-(-(-n // rows_per_cta) * -(-m // tokens)) // num_sms)
 
 
-@given(st.integers(0, 5000), st.integers(1, 1024), st.sampled_from([DEFAULT_NUM_SMS, 114, 78, 8]))
-def test_three_warpgroups_only_where_they_save_waves(m, n_blocks, num_sms):
-    """192-row tiles are chosen exactly where n <= 128 and their waves, at the measured cost of
-    such a wave, take less time than the waves of 128-row tiles; then unsplit (they never make
-    a one-wave grid of 128-row tiles, where split-K would go, longer)."""
+def _check_three_warpgroup_choice(m, n_blocks, num_sms, chooser=choose_tile_config):
     n = 64 * n_blocks
-    c = choose_tile_config(m, n, 8192, num_sms)
+    c = chooser(m, n, 8192, num_sms)
     tokens = c.tokens_per_cta
-    assert waves(c, max(m, 1), n, num_sms) >= 1
+    assert waves(c, max(m, 1), n, num_sms) == -(-c.cta_count(max(m, 1), n, 8192) // num_sms)
     if tokens > THREE_WARPGROUP_MAX_TOKENS:
         assert c.compute_warpgroups == 2
         return
@@ -275,6 +271,49 @@ def test_three_warpgroups_only_where_they_save_waves(m, n_blocks, num_sms):
     if c.compute_warpgroups == 3:
         assert two >= 2 and c.split_k == 1 and not c.cluster_split
         assert tokens <= 64 or c.k_per_stage <= THREE_WARPGROUP_WIDE_K_PER_STAGE  # not serialized
+
+
+@given(st.integers(0, 5000), st.integers(1, 1024), st.sampled_from([DEFAULT_NUM_SMS, 114, 78, 8]))
+def test_three_warpgroups_only_where_they_save_waves(m, n_blocks, num_sms):
+    """192-row tiles are chosen exactly where n <= 128 and their waves, at the measured cost of
+    such a wave, take less time than the waves of 128-row tiles; then unsplit (they never make
+    a one-wave grid of 128-row tiles, where split-K would go, longer)."""
+    _check_three_warpgroup_choice(m, n_blocks, num_sms)
+
+
+def _mutant_choosers():
+    """Wrong rules the property above must reject: three warpgroups wherever they need fewer
+    waves (no cost per wave), never, and at n = 128 without the 128-k stages."""
+    import dataclasses
+
+    def fewer_waves(m, n, k, num_sms=DEFAULT_NUM_SMS):
+        c = choose_tile_config(m, n, k, num_sms, compute_warpgroups=2)
+        three = choose_tile_config(m, n, k, num_sms, compute_warpgroups=3)
+        return three if c.tokens_per_cta <= 128 and waves(three, m, n, num_sms) < waves(c, m, n, num_sms) else c
+
+    def never(m, n, k, num_sms=DEFAULT_NUM_SMS):
+        return choose_tile_config(m, n, k, num_sms, compute_warpgroups=2)
+
+    def wide_stages(m, n, k, num_sms=DEFAULT_NUM_SMS):
+        c = choose_tile_config(m, n, k, num_sms)
+        if c.compute_warpgroups == 3 and c.tokens_per_cta > 64:
+            return most_stages(dataclasses.replace(c, k_per_stage=256, stages=2))
+        return c
+
+    return {"fewer_waves": fewer_waves, "never": never, "wide_stages": wide_stages}
+
+
+@pytest.mark.parametrize("name", sorted(_mutant_choosers()))
+def test_three_warpgroup_property_rejects_wrong_rules(name):
+    chooser = _mutant_choosers()[name]
+    failures = 0
+    for m in (1, 64, 100, 128, 300, 320, 500, 700, 1000):
+        for n_blocks in (96, 128, 160, 200, 320, 400):
+            try:
+                _check_three_warpgroup_choice(m, n_blocks, DEFAULT_NUM_SMS, chooser)
+            except AssertionError:
+                failures += 1
+    assert failures > 0, f"the property accepts the wrong rule {name!r}"
 
 
 def test_three_warpgroups_on_the_measured_shapes():
