@@ -3,7 +3,8 @@
 Each mutant is one source edit of ``gpu/kernels/w4a8_hopper.cu`` (compiled through NVRTC exactly
 like the real kernel, from a copy of the kernel folder) in a code path the property of
 ``test_hopper.py`` reaches: the dequant, the cluster split's exchange (in both pipelines), the
-workspace split's reduction, the early epilogue scales, the staged stores. For each, ``check_backend`` (the same
+workspace split's reduction, the early epilogue scales, the staged stores, the third compute
+warpgroup's row block. For each, ``check_backend`` (the same
 byte-for-byte check as everywhere) must raise on a fixed case and configuration that runs the
 edited code, while the unedited kernel passes the same case. The CPU test below keeps the
 mutants honest: each edit's text must occur exactly once in the kernel, so a refactor that moves
@@ -32,10 +33,11 @@ class Mutant(NamedTuple):
     split_k: int = 1
     tokens: int = 16  # the wgmma n of the tile; M is tokens - 3
     variant: str = "hopper"
+    compute_warpgroups: int = 2
 
     @property
     def config(self) -> TileConfig:
-        return TileConfig(2, self.tokens, 256, 3, self.split_k)
+        return TileConfig(self.compute_warpgroups, self.tokens, 256, 3, self.split_k)
 
 
 MUTANTS = {
@@ -56,8 +58,14 @@ MUTANTS = {
     "staged_chunk_of_wrong_token": Mutant("*reinterpret_cast<const uint4*>(tile + token * stride + row);",
                                           "*reinterpret_cast<const uint4*>(tile + (token ^ 1) * stride + row);",
                                           split_k=2, tokens=64),
+    # a tile's active row blocks capped at two warpgroups' worth (the kernel before three compute
+    # warpgroups): with three, the third warpgroup's 64 rows are never loaded nor stored
+    "third_warpgroup_rows_dropped": Mutant("active_blocks = min(BLOCKS, row_blocks - first_row_block);",
+                                           "active_blocks = min(2, row_blocks - first_row_block);",
+                                           compute_warpgroups=3),
 }
-N, K = 192, 1536  # a half row tile; 6 stages of 256: 2 or 3 per split, the ring wraps unsplit
+N, K = 192, 1536  # 1.5 row tiles (one 192-row tile with three warpgroups); 6 stages of 256: 2 or 3
+# per split, the ring wraps unsplit
 
 
 def test_each_mutant_edits_the_kernel_once():
