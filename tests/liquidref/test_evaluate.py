@@ -257,6 +257,22 @@ def test_command_exports_a_compact_model_and_runs_from_it(tmp_path, capsys):
     assert ev_mod.main(["--corpus", str(tmp_path / "missing.txt"), "--quiet"]) == 2
 
 
+@needs_model
+def test_a_compact_copy_reads_its_own_corpus_by_default(tmp_path, capsys):
+    """A copy exported from another corpus (as another Python's standard library gives) embeds
+    only that corpus' tokens; without --corpus the command reads the sentences.txt beside it."""
+    corpus = tmp_path / "made-up.txt"
+    corpus.write_text("Zebras graze quietly near the river.\nQuantized kernels multiply bytes.\n"
+                      "A lighthouse keeper counts the waves.\n")
+    copy = tmp_path / "minilm"
+    export = ["--sentences", "3", "--corpus", str(corpus), "--export-model", str(copy), "--quiet"]
+    assert ev_mod.main(export) == 0
+    capsys.readouterr()
+    common = ["--sentences", "3", "--schemes", "lqq-g64", "--json", "--quiet", "--model-dir", str(copy)]
+    assert ev_mod.main(common) == 0
+    assert json.loads(capsys.readouterr().out)["corpus"] == ev_mod.COMPACT_CORPUS
+
+
 def test_gpu_option_without_a_gpu_fails_at_once_and_clearly(monkeypatch, capsys):
     def no_gpu():
         raise RuntimeError("no CUDA device found")
