@@ -674,20 +674,21 @@ def main(argv: list[str] | None = None) -> int:
     except (minilm.MissingDependencyError, FileNotFoundError) as e:
         print(f"liquidref evaluate: {e}", file=sys.stderr)
         return 2
-    if args.corpus is None and model.token_ids is not None:
+    corpus_file = args.corpus
+    if corpus_file is None and model.token_ids is not None:
         # a compact copy embeds only the corpus it was exported with, which --export-model wrote
         # beside it (another Python's standard library gives another default corpus)
         model_dir = minilm.default_model_dir() if args.model_dir is None else args.model_dir
         if (model_dir / COMPACT_CORPUS).is_file():
-            args.corpus = model_dir / COMPACT_CORPUS
-    if args.corpus is not None:
+            corpus_file = model_dir / COMPACT_CORPUS
+    if corpus_file is not None:
         try:
-            lines = args.corpus.read_text(encoding="utf-8").splitlines()
+            lines = corpus_file.read_text(encoding="utf-8").splitlines()
         except OSError as e:
             print(f"liquidref evaluate: cannot read the corpus: {e}", file=sys.stderr)
             return 2
         sentences = [line.strip() for line in lines if line.strip()][: args.sentences]
-        corpus = f"{args.corpus.name}"
+        corpus = corpus_file.name
     else:
         sentences = stdlib_sentences(args.sentences)
         corpus = None

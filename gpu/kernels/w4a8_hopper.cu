@@ -46,14 +46,16 @@ namespace hopper {
 constexpr unsigned BARRIER_REGION_BYTES = 256;  // full[] and empty[] mbarriers, padded
 constexpr unsigned LOAD_WARPGROUP_REGISTERS = 40;
 constexpr unsigned SM_REGISTERS = 65536;
+constexpr unsigned SETMAXNREG_MAX = 256;  // setmaxnreg takes 24..256 registers, a multiple of 8
 // setmaxnreg of a compute warpgroup with CWG of them beside the load warpgroup (one CTA per SM):
 // the registers the load warpgroup gives up, shared out, rounded down to setmaxnreg's multiple
-// of 8 and at most its 256 (CWG = 2: 232; CWG = 3: 152).
+// of 8 and at most its maximum (CWG = 2: 232; CWG = 3: 152).
+__host__ __device__ constexpr unsigned compute_warpgroup_registers(int cwg) {
+  const unsigned shared_out = (SM_REGISTERS / THREADS_PER_WARPGROUP - LOAD_WARPGROUP_REGISTERS) / cwg / 8 * 8;
+  return shared_out < SETMAXNREG_MAX ? shared_out : SETMAXNREG_MAX;
+}
 template <int CWG>
-constexpr unsigned COMPUTE_WARPGROUP_REGISTERS =
-    (SM_REGISTERS / THREADS_PER_WARPGROUP - LOAD_WARPGROUP_REGISTERS) / CWG / 8 * 8 < 256
-        ? (SM_REGISTERS / THREADS_PER_WARPGROUP - LOAD_WARPGROUP_REGISTERS) / CWG / 8 * 8
-        : 256;
+constexpr unsigned COMPUTE_WARPGROUP_REGISTERS = compute_warpgroup_registers(CWG);
 constexpr unsigned CORE_MATRIX_BYTES = ACT_CORE_ROWS * ACT_CORE_BYTES;  // 128: 8 token rows x 16 k-bytes
 constexpr unsigned SPLIT_K_BARRIER_ID = 1;   // named barrier among the compute warpgroups
 constexpr unsigned LOADERS_BARRIER_ID = 2;   // named barrier between the two load warps
@@ -277,11 +279,12 @@ __device__ __forceinline__ void mma_stage(int (&acc)[CHAINS][BN / 2], const unsi
 constexpr int THREE_WARPGROUP_CHAIN_REGISTERS = 32;
 template <int BN, int KS, int CWG = 2>
 __host__ __device__ constexpr int accumulator_chains() {
-  return LIQUIDREF_ACC_CHAINS > 0 ? LIQUIDREF_ACC_CHAINS
-         : BN > 32                ? 1
-         : CWG <= 2               ? KS / 32
-         : THREE_WARPGROUP_CHAIN_REGISTERS / (BN / 2) < KS / 32 ? THREE_WARPGROUP_CHAIN_REGISTERS / (BN / 2)
-                                                                 : KS / 32;
+  if (LIQUIDREF_ACC_CHAINS > 0) return LIQUIDREF_ACC_CHAINS;
+  if (BN > 32) return 1;
+  const int per_k32_step = KS / 32;
+  if (CWG <= 2) return per_k32_step;
+  const int fitting = THREE_WARPGROUP_CHAIN_REGISTERS / (BN / 2);  // a set: BN / 2 registers
+  return fitting < per_k32_step ? fitting : per_k32_step;
 }
 
 // Output row of a compute-warpgroup thread's wgmma m64nNk32 accumulators of half h (register i is

@@ -317,12 +317,15 @@ def test_three_warpgroup_property_rejects_wrong_rules(name):
 
 
 def test_three_warpgroups_on_the_measured_shapes():
-    """H100, same run (docs/performance.md, tuning log): 70B qkv (N = 10240) at M = 65-256, 70B o
-    and down (N = 8192) at M = 320 and 384 and N = 20480 at decode were faster with 192-row tiles
+    """H100, same run each (docs/performance.md, tuning log): 70B qkv (N = 10240) at M = 65-256,
+    70B o and down (N = 8192) at M = 320 and 384, N = 20480 at decode, 8B qkv (N = 6144) at
+    M = 384 and 512, 8B o and down (N = 4096) at M = 640 and 768 were faster with 192-row tiles
     (one wave instead of two); 70B qkv at M <= 64 and 320-1024, 8B qkv at M <= 256 and 1024, 70B
     gate_up at every M were not."""
-    for m, n, k in ((65, 10240, 8192), (96, 10240, 8192), (128, 10240, 8192), (256, 10240, 8192),
-                    (320, 8192, 8192), (384, 8192, 28672), (1, 20480, 4096), (64, 20480, 4096)):
+    for m, n, k in ((65, 10240, 8192), (96, 10240, 8192), (128, 10240, 8192), (160, 10240, 8192),
+                    (192, 10240, 8192), (256, 10240, 8192), (320, 8192, 8192), (384, 8192, 28672),
+                    (1, 20480, 4096), (64, 20480, 4096), (384, 6144, 4096), (512, 6144, 4096),
+                    (640, 4096, 4096), (768, 4096, 4096), (640, 4096, 14336), (768, 4096, 14336)):
         assert choose_tile_config(m, n, k).compute_warpgroups == 3, (m, n)
     for m, n, k in ((1, 10240, 8192), (64, 10240, 8192), (320, 10240, 8192), (512, 10240, 8192),
                     (1024, 10240, 8192), (64, 6144, 4096), (256, 6144, 4096),
