@@ -41,8 +41,18 @@ a thread block cluster at all (two CTAs, one warp each)::
 Measured (H100, CUDA 13.0, 2026-11-22 12:3x): both are correct when run plainly and under
 memcheck and synccheck; under racecheck cluster_barrier finishes (0 hazards) but
 cluster_st_async never does (killed after 40 s). So racecheck cannot run a kernel whose CTAs
-exchange data with ``st.async``, which is why the Hopper kernel's cluster-split cases are
-memchecked and syncchecked but not racechecked (scripts/gpu_session.sh).
+exchange data with ``st.async``.
+
+Two more ask whether it can run, and judge, the same exchange written with plain remote stores
+(the Hopper kernel's build with ``LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES``, which exists for
+racecheck)::
+
+    cluster_st_remote        CTA 1's lanes store their 16 bytes with ``st.shared::cluster``,
+                             then ``fence.acq_rel.cluster`` and ``mbarrier.complete_tx`` of those
+                             bytes on CTA 0's mbarrier; CTA 0 waits and sums, as above
+    cluster_st_remote_racy   the same, but CTA 0 also reads its buffer once *before* it waits
+                             (a real race with CTA 1's stores; the result comes from the read
+                             after the wait, so the sums stay right)
 
 The script itself checks what the consumers read (a wrong result exits with status 1).
 """
@@ -57,7 +67,7 @@ from gpu import runtime
 
 MODES = {"correct": (), "fenced": ("-DFENCED",), "early": ("-DEARLY_RELEASE",), "tensor": ("-DTENSOR",),
          "tensor_early": ("-DTENSOR", "-DEARLY_RELEASE")}
-CLUSTER_MODES = ("cluster_barrier", "cluster_st_async")
+CLUSTER_MODES = ("cluster_barrier", "cluster_st_async", "cluster_st_remote", "cluster_st_remote_racy")
 SLOTS = 2
 SLOT_BYTES = 512  # 32 lanes x 16 bytes
 STAGES = 8
@@ -145,7 +155,14 @@ extern "C" __global__ void cluster_barrier(int* out) {
 }
 
 // CTA 1's lane l sends {1, 2, 3, l} into CTA 0's buf[l]; CTA 0's lane l writes out[l] = 6 + l.
-extern "C" __global__ void cluster_st_async(int* out) {
+// ST_ASYNC: with st.async completing on CTA 0's mbarrier (the ClusterExchange pattern); STORES:
+// with st.shared::cluster, then fence.acq_rel.cluster and mbarrier.complete_tx of the 16 bytes
+// (the kernel's plain-exchange build); STORES_RACY: the same, but CTA 0 also reads buf[lane]
+// before it waits and writes that sum to out[32 + lane] (not checked: it races with the store).
+enum Send { ST_ASYNC, STORES, STORES_RACY };
+
+template <Send SEND>
+__device__ void exchange(int* out) {
   __shared__ __align__(16) int4 buf[32];
   __shared__ __align__(8) unsigned long long bar;
   const unsigned bar_addr = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
@@ -165,10 +182,22 @@ extern "C" __global__ void cluster_st_async(int* out) {
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(buf_addr + 16 * threadIdx.x), "r"(0));
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote_bar) : "r"(bar_addr), "r"(0));
     asm volatile("barrier.cluster.wait.acquire;" ::: "memory");  // CTA 0's barrier is initialized
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.s32 [%0], {%1, %2, %3, %4}, [%5];"
-                 :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)), "r"(remote_bar)
-                 : "memory");
+    if (SEND == ST_ASYNC) {
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.s32 [%0], {%1, %2, %3, %4}, [%5];"
+                   :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)), "r"(remote_bar)
+                   : "memory");
+    } else {
+      asm volatile("st.shared::cluster.v4.s32 [%0], {%1, %2, %3, %4};"
+                   :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)) : "memory");
+      asm volatile("fence.acq_rel.cluster;" ::: "memory");
+      asm volatile("mbarrier.complete_tx.relaxed.cluster.shared::cluster.b64 [%0], %1;"
+                   :: "r"(remote_bar), "r"(16) : "memory");
+    }
   } else {
+    if (SEND == STORES_RACY) {
+      const volatile int* early = reinterpret_cast<volatile int*>(buf + threadIdx.x);
+      out[32 + threadIdx.x] = early[0] + early[1] + early[2] + early[3];
+    }
     asm volatile("{\n.reg .pred done;\nWAIT:\n"
                  "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
                  "@!done bra WAIT;\n}\n" :: "r"(bar_addr), "r"(0) : "memory");
@@ -176,6 +205,10 @@ extern "C" __global__ void cluster_st_async(int* out) {
     out[threadIdx.x] = v.x + v.y + v.z + v.w;
   }
 }
+
+extern "C" __global__ void cluster_st_async(int* out) { exchange<ST_ASYNC>(out); }
+extern "C" __global__ void cluster_st_remote(int* out) { exchange<STORES>(out); }
+extern "C" __global__ void cluster_st_remote_racy(int* out) { exchange<STORES_RACY>(out); }
 """
 
 

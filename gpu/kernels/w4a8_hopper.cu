@@ -163,6 +163,21 @@ __device__ __forceinline__ void store_to_cluster_cta(unsigned remote_addr, int4 
                : "memory");
 }
 
+// The racecheck build's form of store_to_cluster_cta (LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES):
+// a plain 16-byte store into another cluster CTA's shared memory. After a thread's last one,
+// exchange_stores_done releases them at cluster scope and completes their bytes of the owner's
+// transaction count, so the owner's barrier and wait are those of the st.async build.
+__device__ __forceinline__ void plain_store_to_cluster_cta(unsigned remote_addr, int4 v) {
+  asm volatile("st.shared::cluster.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(remote_addr), "r"(v.x), "r"(v.y), "r"(v.z),
+               "r"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ void exchange_stores_done(unsigned remote_bar, unsigned bytes) {
+  asm volatile("fence.acq_rel.cluster;" ::: "memory");
+  asm volatile("mbarrier.complete_tx.relaxed.cluster.shared::cluster.b64 [%0], %1;" ::"r"(remote_bar), "r"(bytes)
+               : "memory");
+}
+
 // mbarrier_wait with acquire semantics at cluster scope: what other cluster CTAs wrote before
 // completing the phase is visible after it.
 __device__ __forceinline__ void mbarrier_wait_cluster(unsigned bar, unsigned parity) {
@@ -716,8 +731,19 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
 constexpr int CLUSTER_SPLIT_K_MAX = 2;
 constexpr int CLUSTER_SPLIT_MAX_N = 64;
 
+// compute-sanitizer racecheck never finishes a kernel whose CTAs exchange data with st.async
+// (scripts/racecheck_probe.py cluster_st_async). gpu/hopper.py builds a module with
+// LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES = 1 for racecheck only: the senders' partials go as
+// plain st.shared::cluster stores, then a cluster-scope fence and mbarrier.complete_tx of their
+// bytes (the probe's cluster_st_remote); the owner's side, the buffer and the barrier are the
+// same. Its MEMBAR.GPU makes it slower, so no backend launches it.
+#ifndef LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES
+#define LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES 0
+#endif
+
 template <int BN>
 struct ClusterExchange {
+  static constexpr bool PLAIN_STORES = LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES;
   static constexpr unsigned SLOT_BYTES = BLOCK_ROWS * BN * 4;
   static constexpr unsigned BYTES = (CLUSTER_SPLIT_K_MAX - 1) * SLOT_BYTES;  // the buffer: the most senders
   unsigned buffer;      // shared::cta address of this CTA's exchange buffer
@@ -748,9 +774,14 @@ struct ClusterExchange {
     const unsigned remote_barrier = map_to_cluster_cta(barrier, owner_rank);
     cluster_wait();
 #pragma unroll
-    for (int c = 0; c < BN / 8; ++c)
-      store_to_cluster_cta(remote + 16 * THREADS_PER_WARPGROUP * c,
-                           make_int4(acc[4 * c], acc[4 * c + 1], acc[4 * c + 2], acc[4 * c + 3]), remote_barrier);
+    for (int c = 0; c < BN / 8; ++c) {
+      const int4 v = make_int4(acc[4 * c], acc[4 * c + 1], acc[4 * c + 2], acc[4 * c + 3]);
+      if constexpr (PLAIN_STORES)
+        plain_store_to_cluster_cta(remote + 16 * THREADS_PER_WARPGROUP * c, v);
+      else
+        store_to_cluster_cta(remote + 16 * THREADS_PER_WARPGROUP * c, v, remote_barrier);
+    }
+    if constexpr (PLAIN_STORES) exchange_stores_done(remote_barrier, 16 * (BN / 8));
   }
 
   // The 128 threads of the owner warpgroup: wait for every slice and add them (exact in int32).

@@ -156,9 +156,10 @@ def integer_instruction_count(mnemonics: list[str], uniform: bool = False) -> in
 # --- compiling -----------------------------------------------------------------------------
 
 
-# Builds of the Hopper kernel gpu/hopper.py launches: the default one and the one with two load
-# warps at every n (for tiles with a long unsplit k range). Each passes every check below.
-HOPPER_BUILDS = ((), (hopper.TWO_LOADERS_DEFINE,))
+# Builds of the Hopper kernel gpu/hopper.py launches: the default one, the one with two load
+# warps at every n (for tiles with a long unsplit k range) and racecheck's build of the cluster
+# split (plain remote stores in the exchange). Each passes every check below.
+HOPPER_BUILDS = ((), (hopper.TWO_LOADERS_DEFINE,), (hopper.PLAIN_EXCHANGE_DEFINE,))
 
 
 def _cases():
@@ -275,6 +276,43 @@ def test_hopper_wgmmas_are_never_serialized(defines, build_dir):
     assert "w4a8_hopper" in log
     losses = [line for line in log.splitlines() if "Potential Performance Loss" in line]
     assert not losses, "\n".join(losses)
+
+
+@pytest.mark.parametrize("defines", [(), (hopper.PLAIN_EXCHANGE_DEFINE,)], ids=["st_async", "plain_exchange"])
+def test_cluster_exchange_instructions(defines, build_dir):
+    """Every cluster-split kernel (template argument CLUSTER_SPLIT = true, mangled ``Lb1E``)
+    sends its partials with st.async (STAS) in the default build, and with plain stores plus a
+    remote mbarrier.complete_tx (SYNCS.ARRIVE.TRANS64.RED) and no STAS in racecheck's build;
+    the kernels without clusters have neither."""
+    functions = sass_functions(compile_sass(hopper.SOURCE, "sm_90a", build_dir, defines)[1])
+    cluster = {name: ms for name, ms in functions.items() if "w4a8_hopper" in name and "Lb1E" in name}
+    others = {name: ms for name, ms in functions.items() if "w4a8_hopper" in name and "Lb1E" not in name}
+    assert cluster and others
+    plain = bool(defines)
+    for name, mnemonics in cluster.items():
+        assert any(opcode_matches(m, "STAS") for m in mnemonics) is not plain, name
+        assert any(m.startswith("SYNCS.ARRIVE.TRANS64.RED") for m in mnemonics) is plain, name
+    for name, mnemonics in others.items():
+        assert not any(opcode_matches(m, "STAS") or m.startswith("SYNCS.ARRIVE.TRANS64.RED") for m in mnemonics), name
+
+
+def test_racecheck_probe_compiles(tmp_path):
+    """scripts/racecheck_probe.py's kernels (every mode of the ring, the cluster exchanges)
+    compile for sm_90a, so a device session does not find a typo in them."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "racecheck_probe.py"
+    spec = importlib.util.spec_from_file_location("racecheck_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    for name, (source, defines) in {"ring": (probe.SOURCE, ()), "cluster": (probe.CLUSTER_SOURCE, ()),
+                                    **{f"ring_{m}": (probe.SOURCE, d) for m, d in probe.MODES.items()}}.items():
+        cu = tmp_path / f"probe_{name}.cu"
+        cu.write_text(source)
+        command = [NVCC, *defines, "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a", "-cubin",
+                   "-o", str(cu.with_suffix(".cubin")), str(cu)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
 def test_hopper_checks_cover_the_chosen_configurations():

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 import liquidref
 from gpu import api, hopper
-from liquidref.tiling import TileConfig
+from liquidref.tiling import CLUSTER_SPLIT_MAX_TOKENS, TileConfig
 
 from .test_mma_sync import check_backend, gemm_cases
 
@@ -256,6 +256,10 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), cluster_split=True)
     with pytest.raises(ValueError, match="cluster_split must be None, True or False"):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=1)
+    with pytest.raises(ValueError, match="plain_exchange is a build of the cluster split"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=False, plain_exchange=True)
+    with pytest.raises(ValueError, match="plain_exchange must be True or False"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), plain_exchange=None)
     # the tensor maps are built from x_tiled's shape: one for other M or K is refused
     with pytest.raises(ValueError, match=r"x_tiled must have shape \(2, 12, 8, 16\)"):
         hopper.run(xt, s_x, 9, dw, out, TileConfig(2, 16, 64, 4, 1))
@@ -271,14 +275,28 @@ def _exact(cp, shape, dtype):
     return cp.ndarray(shape, dtype, cp.cuda.MemoryPointer(memory, 0))
 
 
-@pytest.mark.parametrize(("tokens", "two_loaders"), [(16, False), (16, True), (64, True), (128, True)],
-                         ids=["one_load_warp", "two_load_warps_small_n", "two_load_warps", "wide_tile"])
-@pytest.mark.parametrize(("variant", "cluster_split", "compute_warpgroups"),
-                         [("hopper", None, 2), ("hopper", False, 2), ("hopper", False, 3), ("hopper_excp", None, 2),
-                          ("hopper_excp", False, 2)],
-                         ids=["hopper", "hopper_workspace", "hopper_cwg3_workspace", "hopper_excp", "hopper_excp_workspace"])
+SANITIZER_TILES = {"one_load_warp": (16, False), "two_load_warps_small_n": (16, True), "two_load_warps": (64, True),
+                   "wide_tile": (128, True)}  # id: (n, two load warps)
+# id: (variant, cluster_split, compute warpgroups, plain_exchange); the plain_exchange builds
+# (racecheck's form of the cluster split) only where the tile has a cluster split (n <= 64)
+SANITIZER_KERNELS = {"hopper": ("hopper", None, 2, False), "hopper_workspace": ("hopper", False, 2, False),
+                     "hopper_cwg3_workspace": ("hopper", False, 3, False), "hopper_excp": ("hopper_excp", None, 2, False),
+                     "hopper_excp_workspace": ("hopper_excp", False, 2, False),
+                     "hopper_plain_exchange": ("hopper", None, 2, True),
+                     "hopper_excp_plain_exchange": ("hopper_excp", None, 2, True)}
+SANITIZER_CASES = [
+    pytest.param(*kernel, *tile, id=f"{kernel_id}-{tile_id}")
+    for kernel_id, kernel in SANITIZER_KERNELS.items()
+    for tile_id, tile in SANITIZER_TILES.items()
+    if not (kernel[3] and tile[0] > CLUSTER_SPLIT_MAX_TOKENS)
+]
+
+
+@pytest.mark.parametrize(("variant", "cluster_split", "compute_warpgroups", "plain_exchange", "tokens", "two_loaders"),
+                         SANITIZER_CASES)
 @pytest.mark.parametrize("programmatic", [False, True], ids=["plain", "programmatic"])
-def test_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, programmatic, tokens, two_loaders):
+def test_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, plain_exchange, programmatic, tokens,
+                        two_loaders):
     """A small split-K GEMM with a partial token group and a partial row tile (N = 320: the last
     tile has one of its two or two of its three 64-row blocks), launched plainly and right after
     the quantizer with programmatic dependent launch (prefetching two stages of weights), for
@@ -287,8 +305,10 @@ def test_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, 
     warpgroups, or three (their split through the workspace); the split's partials through a
     cluster's shared memory (the default, n <= 64) or through the workspace. The output and s_x
     are exact-size allocations: the 13 tokens of a 16-, 64- or 128-token tile must not read s_x
-    past token 12 (the epilogue once did at n >= 64)."""
+    past token 12 (the epilogue once did at n >= 64). The plain_exchange cases run the cluster
+    split's racecheck build (partials as plain remote stores, gpu.hopper.PLAIN_EXCHANGE_DEFINE)."""
     config = TileConfig(compute_warpgroups, tokens, 128, 3, 2)
+    assert config.cluster_split or not plain_exchange
     rng = np.random.default_rng(11)
     W = rng.standard_normal((320, 1024)).astype(np.float16)  # 4 stages per split: the ring wraps
     X = rng.standard_normal((13, 1024)).astype(np.float16)
@@ -299,7 +319,8 @@ def test_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, 
     s_x = _exact(hopper_gpu, (13,), np.float32)
     api.quantize_activation_tiled(hopper_gpu.asarray(X), check_finite=False, out=(x_tiled, s_x))
     hopper.run(x_tiled, s_x, 13, dw, out, config, variant, programmatic=programmatic,
-               weight_prefetch=2 if programmatic else 0, two_loaders=two_loaders, cluster_split=cluster_split)
+               weight_prefetch=2 if programmatic else 0, two_loaders=two_loaders, cluster_split=cluster_split,
+               plain_exchange=plain_exchange)
     assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
 
 
@@ -309,7 +330,7 @@ def test_long_unsplit_tiles_take_two_load_warps(hopper_gpu, monkeypatch):
     launched = []
     kernel = hopper._kernel
     monkeypatch.setattr(hopper, "_kernel",
-                        lambda c, v="hopper", t=False, cluster=False: launched.append(t) or kernel(c, v, t, cluster))
+                        lambda c, v="hopper", t=False, *rest: launched.append(t) or kernel(c, v, t, *rest))
     rng = np.random.default_rng(13)
     w = liquidref.quantize_weight(rng.standard_normal((192, 8192)).astype(np.float16))
     X = rng.standard_normal((3, 8192)).astype(np.float16)
