@@ -36,6 +36,7 @@ import itertools
 
 import pytest
 
+from .model_checking import Violation, violations
 SPLIT_K = 2  # CLUSTER_SPLIT_K_MAX: the ranks of a cluster
 THREADS = 2  # threads modelled per warpgroup (each stands for its share of the 128)
 CHUNKS = 2  # 16-byte chunks per thread (the kernel's BN / 8)
@@ -59,10 +60,6 @@ MUTANTS = {
     # thread 0 never arrives on the owner's barrier (no arrive.expect_tx): its phase never completes
     "owner_never_arrives": "deadlock",
 }
-
-
-class Violation(AssertionError):
-    pass
 
 
 def owner(row_block: int, mutant: str | None) -> int:
@@ -249,12 +246,6 @@ def test_the_exchange_has_no_race_and_no_deadlock(config):
 
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_every_mutant_protocol_is_caught(mutant):
-    caught = []
-    for config in CONFIGS:
-        if mutant == "plain_stores_without_fence" and not config[3]:
-            continue
-        try:
-            explore(*config, mutant=mutant)
-        except Violation as violation:
-            caught.append(str(violation))
+    configs = [c for c in CONFIGS if c[3] or mutant != "plain_stores_without_fence"]
+    caught = violations(explore, configs, mutant)
     assert any(MUTANTS[mutant] in message for message in caught), (mutant, caught)
