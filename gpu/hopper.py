@@ -78,7 +78,9 @@ TWO_LOADERS_MIN_STAGES = 32
 TWO_LOADERS_DEFINE = f"LIQUIDREF_SPLIT_LOADERS_MIN_N={min(WGMMA_S8_N)}"
 # The build compute-sanitizer racecheck can run on cluster splits (racecheck never finishes one
 # whose CTAs exchange partials with st.async): plain remote stores, a cluster-scope fence and
-# mbarrier.complete_tx instead (ClusterExchange in the .cu). For the sanitizer cases only.
+# mbarrier.complete_tx instead (ClusterExchange in the .cu). For the sanitizer cases only; racecheck
+# did not finish it either (H100, 2026-12-07), so scripts/gpu_session.sh racechecks it only when
+# scripts/racecheck_probe.py cluster_st_remote finishes.
 PLAIN_EXCHANGE_DEFINE = "LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES=1"
 EXCP_A_SLOTS = 2  # EXCP_A_SLOTS in the .cu (tested): int8 weight buffers between the roles
 EXCP_MAX_TOKENS = 128  # one MMA warpgroup holds both row blocks' accumulators

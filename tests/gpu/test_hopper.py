@@ -17,7 +17,9 @@ Memory and race checking on the GPU (a Firecracker machine), from the repository
 
 memcheck and synccheck report 0 errors on every case; racecheck 0 hazards on the cases without
 thread block clusters (under racecheck a kernel whose cluster CTAs exchange data with st.async
-never finishes: scripts/racecheck_probe.py cluster_st_async, CUDA 13.0, H100). What racecheck checks
+never finishes: scripts/racecheck_probe.py cluster_st_async, CUDA 13.0, H100; nor does the
+plain-exchange build's form, cluster_st_remote; test_hopper_cluster_exchange_protocol.py checks
+that protocol on the CPU). What racecheck checks
 there is the kernel's own shared memory traffic (the epilogue's staging tile, the ExCP
 ablation's int8 slots, the scales), not the stage ring: it does not attribute a TMA tensor
 copy's writes to any thread, so it sees no hazard on a ring that frees a slot too early either
