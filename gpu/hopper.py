@@ -78,9 +78,8 @@ TWO_LOADERS_MIN_STAGES = 32
 TWO_LOADERS_DEFINE = f"LIQUIDREF_SPLIT_LOADERS_MIN_N={min(WGMMA_S8_N)}"
 # The build compute-sanitizer racecheck can run on cluster splits (racecheck never finishes one
 # whose CTAs exchange partials with st.async): plain remote stores, a cluster-scope fence and
-# mbarrier.complete_tx instead (ClusterExchange in the .cu). For the sanitizer cases only; racecheck
-# did not finish it either (H100, 2026-12-07), so scripts/gpu_session.sh racechecks it only when
-# scripts/racecheck_probe.py cluster_st_remote finishes.
+# mbarrier.complete_tx instead (ClusterExchange in the .cu). For the sanitizer cases only (memcheck,
+# synccheck); racecheck did not finish it either (H100, 2026-12-07).
 PLAIN_EXCHANGE_DEFINE = "LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES=1"
 EXCP_A_SLOTS = 2  # EXCP_A_SLOTS in the .cu (tested): int8 weight buffers between the roles
 EXCP_MAX_TOKENS = 128  # one MMA warpgroup holds both row blocks' accumulators
@@ -157,7 +156,6 @@ def _kernel(config: TileConfig, variant: str = "hopper", two_loaders: bool = Fal
     ``plain_exchange``: its racecheck build (``PLAIN_EXCHANGE_DEFINE``)."""
     base = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages)
     two_loaders = two_loaders and base.tokens_per_cta < SPLIT_LOADERS_MIN_N
-    plain_exchange = plain_exchange and cluster_split
     key = (base, variant, two_loaders, cluster_split, plain_exchange)
     if key not in _kernels:
         name = kernel_name(config, variant, cluster_split)  # (split_k is a launch argument)

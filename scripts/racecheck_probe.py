@@ -55,9 +55,9 @@ racecheck)::
                              after the wait, so the sums stay right)
 
 Measured (H100, CUDA 13.0, 2026-12-07 20:02 UTC): neither finishes under racecheck (killed after
-60 s each), so racecheck cannot run a cross-CTA mbarrier exchange in either form, and the
-session leaves the kernel's plain-exchange cases out of racecheck (they pass plainly, under
-memcheck and under synccheck). tests/gpu/test_hopper_cluster_exchange_protocol.py checks the
+60 s each), so racecheck cannot run a cross-CTA mbarrier exchange in either form;
+scripts/gpu_session.sh runs neither cluster mode, and racechecks only the kernel's cases without
+clusters (the plain-exchange cases pass plainly, under memcheck and under synccheck). tests/gpu/test_hopper_cluster_exchange_protocol.py checks the
 exchange's protocol on the CPU instead.
 
 The script itself checks what the consumers read (a wrong result exits with status 1).

@@ -36,8 +36,11 @@ import itertools
 
 import pytest
 
+from liquidref.tiling import CLUSTER_SPLIT_K_MAX
+
 from .model_checking import Violation, violations
-SPLIT_K = 2  # CLUSTER_SPLIT_K_MAX: the ranks of a cluster
+SPLIT_K = CLUSTER_SPLIT_K_MAX  # the ranks of a cluster (the kernel's is tested to match)
+assert SPLIT_K == 2, "the model's roles (one slot, ExCP's partner 1 - rank) are those of a cluster of two"
 THREADS = 2  # threads modelled per warpgroup (each stands for its share of the 128)
 CHUNKS = 2  # 16-byte chunks per thread (the kernel's BN / 8)
 
