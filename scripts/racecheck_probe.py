@@ -60,6 +60,18 @@ scripts/gpu_session.sh runs neither cluster mode, and racechecks only the kernel
 clusters (the plain-exchange cases pass plainly, under memcheck and under synccheck). tests/gpu/test_hopper_cluster_exchange_protocol.py checks the
 exchange's protocol on the CPU instead.
 
+The last two ask whether racecheck *sees* remote stores at all, with the exchange ordered by the
+cluster barrier, which it does run (cluster_barrier above)::
+
+    cluster_barrier_exchange       CTA 1's lanes store their 16 bytes with ``st.shared::cluster``
+                                   between two cluster barriers; CTA 0 reads after the second
+    cluster_barrier_exchange_racy  the same, but CTA 0 also reads its buffer once *before* the
+                                   second barrier (a real race with CTA 1's stores)
+
+If racecheck reports a hazard in the racy mode and none in the correct one, a build of the
+kernel's exchange ordered by cluster barriers could be racechecked; if it reports none in both,
+it does not track remote shared-memory stores, and no build of the exchange can be racechecked.
+
 The script itself checks what the consumers read (a wrong result exits with status 1).
 """
 
@@ -73,7 +85,8 @@ from gpu import runtime
 
 MODES = {"correct": (), "fenced": ("-DFENCED",), "early": ("-DEARLY_RELEASE",), "tensor": ("-DTENSOR",),
          "tensor_early": ("-DTENSOR", "-DEARLY_RELEASE")}
-CLUSTER_MODES = ("cluster_barrier", "cluster_st_async", "cluster_st_remote", "cluster_st_remote_racy")
+CLUSTER_MODES = ("cluster_barrier", "cluster_st_async", "cluster_st_remote", "cluster_st_remote_racy",
+                 "cluster_barrier_exchange", "cluster_barrier_exchange_racy")
 SLOTS = 2
 SLOT_BYTES = 512  # 32 lanes x 16 bytes
 STAGES = 8
@@ -212,9 +225,40 @@ __device__ void exchange(int* out) {
   }
 }
 
+// The same data, ordered by the cluster barrier instead of an mbarrier: a first barrier (CTA 0 has
+// started), CTA 1's lanes store with st.shared::cluster, a second barrier (arrive.release after
+// the stores, wait.acquire before the reads), CTA 0 reads and sums. RACY: CTA 0 also reads
+// buf[lane] before the second barrier and writes that sum to out[32 + lane] (not checked).
+template <bool RACY>
+__device__ void barrier_exchange(int* out) {
+  __shared__ __align__(16) int4 buf[32];
+  const unsigned buf_addr = static_cast<unsigned>(__cvta_generic_to_shared(buf));
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+  if (rank == 1) {
+    unsigned remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(buf_addr + 16 * threadIdx.x), "r"(0));
+    asm volatile("st.shared::cluster.v4.s32 [%0], {%1, %2, %3, %4};"
+                 :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)) : "memory");
+  } else if (RACY) {
+    const volatile int* early = reinterpret_cast<volatile int*>(buf + threadIdx.x);
+    out[32 + threadIdx.x] = early[0] + early[1] + early[2] + early[3];
+  }
+  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+  if (rank == 0) {
+    const int4 v = buf[threadIdx.x];
+    out[threadIdx.x] = v.x + v.y + v.z + v.w;
+  }
+}
+
 extern "C" __global__ void cluster_st_async(int* out) { exchange<ST_ASYNC>(out); }
 extern "C" __global__ void cluster_st_remote(int* out) { exchange<STORES>(out); }
 extern "C" __global__ void cluster_st_remote_racy(int* out) { exchange<STORES_RACY>(out); }
+extern "C" __global__ void cluster_barrier_exchange(int* out) { barrier_exchange<false>(out); }
+extern "C" __global__ void cluster_barrier_exchange_racy(int* out) { barrier_exchange<true>(out); }
 """
 
 
