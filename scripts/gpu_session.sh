@@ -15,10 +15,11 @@
 #                    (tests/gpu/test_hopper.py -k sanitizer_case), racecheck of those without
 #                    clusters (a cluster exchange through an mbarrier, st.async or plain stores,
 #                    never finishes under racecheck), and racecheck on scripts/racecheck_probe.py
-#                    (what racecheck sees of a bulk-copy ring)
+#                    (what racecheck sees of a bulk-copy ring and of a cluster-barrier exchange)
 #   SESSION_SECONDS  the whole session's budget (default 540; the device allows 600 per command):
 #                    the benchmark gets what is left, at most BENCH_SECONDS (default 360)
 #   TEST_SECONDS     time limit of the GPU tests (default 240; less when the session budget is short)
+#   CLUSTER_PROBE_SECONDS  time limit of each cluster mode of the racecheck probe (default 45)
 #   PYTHON           the interpreter (default python3, the one that holds torch on the device)
 #   OUT              output folder (the device sets it; default liquidref-out/session)
 #
@@ -35,6 +36,7 @@ PY="${PYTHON:-python3}"
 SESSION_SECONDS="${SESSION_SECONDS:-540}"
 BENCH_SECONDS="${BENCH_SECONDS:-360}"
 TEST_SECONDS="${TEST_SECONDS:-240}"
+CLUSTER_PROBE_SECONDS="${CLUSTER_PROBE_SECONDS:-45}"
 BENCH_ARGS="${BENCH_ARGS:-}"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 
@@ -177,18 +179,29 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
     rc=$?
     finish_step sanitize $rc $start "$(grep -E 'ERROR SUMMARY' "$STEP_OUTPUT" | tail -n 1)"
     # racecheck on the smallest bulk-copy ring, correct and racy, with raw and with tensor copies
-    # (scripts/racecheck_probe.py): what racecheck can judge of the kernel's ring. The step fails
-    # only if a correct probe does not run or sums wrong. (The probe's cluster modes are not run
-    # here: cluster_st_async and cluster_st_remote never finish under racecheck, H100 2026-12-07.)
-    say "=== compute-sanitizer racecheck of scripts/racecheck_probe.py (correct, early, tensor, tensor_early)"
+    # (scripts/racecheck_probe.py): what racecheck can judge of the kernel's ring; then the DSMEM
+    # exchange ordered by the cluster barrier, correct and racy: whether racecheck sees remote
+    # shared-memory stores at all (CLUSTER_PROBE_SECONDS each; one that does not finish is
+    # reported, not failed).
+    # The step fails only if a correct probe sums wrong, or a correct ring probe does not run.
+    # (The probe's mbarrier cluster modes are not run here: cluster_st_async and
+    # cluster_st_remote never finish under racecheck, H100 2026-12-07.)
+    say "=== compute-sanitizer racecheck of scripts/racecheck_probe.py (correct, early, tensor, tensor_early, cluster_barrier_exchange(_racy))"
     start=$SECONDS
     detail=""
     rc=0
-    for mode in correct early tensor tensor_early; do
-      logged "$LOG" 60 "$SANITIZER" --tool racecheck "$PY" scripts/racecheck_probe.py "$mode"
+    for mode in correct early tensor tensor_early cluster_barrier_exchange cluster_barrier_exchange_racy; do
+      limit=60
+      case "$mode" in cluster_*) limit=$CLUSTER_PROBE_SECONDS ;; esac
+      logged "$LOG" "$limit" "$SANITIZER" --tool racecheck "$PY" scripts/racecheck_probe.py "$mode"
       mode_rc=$?
-      case "$mode" in correct | tensor) [ "$mode_rc" -ne 0 ] && rc=$mode_rc ;; esac
-      detail+="$mode: $(grep -oE 'RACECHECK SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | cut -c 20-) "
+      case "$mode" in
+        correct | tensor) [ "$mode_rc" -ne 0 ] && rc=$mode_rc ;;
+        cluster_barrier_exchange) [ "$mode_rc" -eq 1 ] && rc=$mode_rc ;;
+      esac
+      summary="$(grep -oE 'RACECHECK SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | cut -c 20-)"
+      { [ "$mode_rc" -eq 124 ] || [ "$mode_rc" -eq 137 ]; } && summary="did not finish in ${limit} s"
+      detail+="$mode: $summary "
     done
     finish_step racecheck $rc $start "$detail"
     # the Hopper kernel's own cases: split-K, a partial token group, a half row tile, one and two

@@ -71,6 +71,8 @@ cluster barrier, which it does run (cluster_barrier above)::
 If racecheck reports a hazard in the racy mode and none in the correct one, a build of the
 kernel's exchange ordered by cluster barriers could be racechecked; if it reports none in both,
 it does not track remote shared-memory stores, and no build of the exchange can be racechecked.
+Not run yet (added 2026-12-07, when no device could be started); scripts/gpu_session.sh runs both
+under racecheck with SANITIZE=1.
 
 The script itself checks what the consumers read (a wrong result exits with status 1).
 """

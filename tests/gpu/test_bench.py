@@ -999,6 +999,8 @@ case "$*" in
   "-") cat >/dev/null; echo "python stub"; exit 0 ;;
   *"--render-summary"*) echo "STUB SUMMARY of $3"; exit 0 ;;
   *"--build-only"*) echo "build: 1.0 s in all; 0 failures"; exit "${STUB_BUILD_RC:-0}" ;;
+  *"racecheck_probe.py cluster_"*) sleep "${STUB_CLUSTER_PROBE_SLEEP:-0}"; echo "racecheck_probe ${*: -1}: correct"
+    exit "${STUB_PROBE_RC:-0}" ;;
   *"racecheck_probe.py"*) echo "racecheck_probe ${*: -1}: sums correct"; exit "${STUB_PROBE_RC:-0}" ;;
   "-m pytest"*) echo "CI=$CI"; echo "${STUB_TEST_OUT:-3 passed, 1 skipped in 0.50s}"; exit "${STUB_TEST_RC:-0}" ;;
   "-m gpu.bench --out"*)
@@ -1104,8 +1106,8 @@ exit $rc
 
 def test_session_sanitize_runs_the_sanitizer_cases_and_the_racecheck_probe(tmp_path):
     """SANITIZE=1: memcheck of every backend; memcheck and synccheck of the Hopper sanitizer
-    cases and racecheck of those without clusters; racecheck of the probe's four ring modes,
-    where only a correct mode that fails fails the step."""
+    cases and racecheck of those without clusters; racecheck of the probe's four ring modes and
+    its two cluster-barrier exchange modes, where only a correct mode that fails fails the step."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     sanitizer = bin_dir / "compute-sanitizer"
@@ -1121,10 +1123,16 @@ def test_session_sanitize_runs_the_sanitizer_cases_and_the_racecheck_probe(tmp_p
     assert sum("-k sanitizer_case and workspace" in c for c in calls) == 1
     racecheck = _step(done.stdout, "racecheck")
     assert "correct: 3 hazards" in racecheck and "tensor_early: 3 hazards" in racecheck
-    assert [c.split()[-1] for c in calls if "racecheck_probe.py" in c] == ["correct", "early", "tensor", "tensor_early"]
+    assert "cluster_barrier_exchange_racy: 3 hazards" in racecheck
+    assert [c.split()[-1] for c in calls if "racecheck_probe.py" in c] == [
+        "correct", "early", "tensor", "tensor_early", "cluster_barrier_exchange", "cluster_barrier_exchange_racy"]
     done, _, _ = _run_session(tmp_path / "wrong", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
                               STUB_PROBE_RC="1")
     assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "racecheck")
+    done, _, _ = _run_session(tmp_path / "hang", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
+                              STUB_CLUSTER_PROBE_SLEEP="5", CLUSTER_PROBE_SECONDS="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cluster_barrier_exchange: did not finish in 1 s" in _step(done.stdout, "racecheck")
     done, _, _ = _run_session(tmp_path / "cases", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
                               STUB_TEST_RC="1")
     assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "cases")
