@@ -56,7 +56,7 @@ racecheck)::
 
 Measured (H100, CUDA 13.0, 2026-12-07 20:02 UTC): neither finishes under racecheck (killed after
 60 s each), so racecheck cannot run a cross-CTA mbarrier exchange in either form;
-scripts/gpu_session.sh runs neither cluster mode, and racechecks only the kernel's cases without
+scripts/gpu_session.sh runs neither of these two modes, and racechecks only the kernel's cases without
 clusters (the plain-exchange cases pass plainly, under memcheck and under synccheck). tests/gpu/test_hopper_cluster_exchange_protocol.py checks the
 exchange's protocol on the CPU instead.
 
@@ -169,17 +169,51 @@ extern "C" __global__ void ring(const int4* __restrict__ src, int* __restrict__ 
 
 CLUSTER_SOURCE = r"""
 // grid (2), block (32), clusters of 2. out[32 * rank + lane]
-extern "C" __global__ void cluster_barrier(int* out) {
+__device__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release;" ::: "memory");
   asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+}
+
+__device__ unsigned cluster_rank() {
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+// the shared::cluster address of CTA 0's copy of a shared::cta address
+__device__ unsigned in_cta0(unsigned addr) {
+  unsigned remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(0));
+  return remote;
+}
+
+// CTA 1's lane l: {1, 2, 3, l} into CTA 0's buf[l] with a plain remote store
+__device__ void store_lane_in_cta0(unsigned remote) {
+  asm volatile("st.shared::cluster.v4.s32 [%0], {%1, %2, %3, %4};"
+               :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)) : "memory");
+}
+
+// CTA 0's racy read of buf[lane] (before it may), into out[32 + lane] (not checked)
+__device__ void read_early(const int4* buf, int* out) {
+  const volatile int* early = reinterpret_cast<const volatile int*>(buf + threadIdx.x);
+  out[32 + threadIdx.x] = early[0] + early[1] + early[2] + early[3];
+}
+
+// CTA 0's read of buf[lane] after the exchange: out[lane] = 6 + lane
+__device__ void read_and_sum(const int4* buf, int* out) {
+  const int4 v = buf[threadIdx.x];
+  out[threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+
+extern "C" __global__ void cluster_barrier(int* out) {
+  cluster_sync();
   out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
 }
 
-// CTA 1's lane l sends {1, 2, 3, l} into CTA 0's buf[l]; CTA 0's lane l writes out[l] = 6 + l.
-// ST_ASYNC: with st.async completing on CTA 0's mbarrier (the ClusterExchange pattern); STORES:
-// with st.shared::cluster, then fence.acq_rel.cluster and mbarrier.complete_tx of the 16 bytes
-// (the kernel's plain-exchange build); STORES_RACY: the same, but CTA 0 also reads buf[lane]
-// before it waits and writes that sum to out[32 + lane] (not checked: it races with the store).
+// CTA 1's lanes send into CTA 0's buf; CTA 0 reads and sums. ST_ASYNC: with st.async completing
+// on CTA 0's mbarrier (the ClusterExchange pattern); STORES: with st.shared::cluster, then
+// fence.acq_rel.cluster and mbarrier.complete_tx of the 16 bytes (the kernel's plain-exchange
+// build); STORES_RACY: the same, but CTA 0 also reads buf[lane] before it waits.
 enum Send { ST_ASYNC, STORES, STORES_RACY };
 
 template <Send SEND>
@@ -188,8 +222,7 @@ __device__ void exchange(int* out) {
   __shared__ __align__(8) unsigned long long bar;
   const unsigned bar_addr = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
   const unsigned buf_addr = static_cast<unsigned>(__cvta_generic_to_shared(buf));
-  unsigned rank;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  const unsigned rank = cluster_rank();
   if (threadIdx.x == 0) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(bar_addr));
     if (rank == 0)
@@ -199,61 +232,41 @@ __device__ void exchange(int* out) {
   __syncthreads();
   asm volatile("barrier.cluster.arrive.release;" ::: "memory");
   if (rank == 1) {
-    unsigned remote, remote_bar;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(buf_addr + 16 * threadIdx.x), "r"(0));
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote_bar) : "r"(bar_addr), "r"(0));
+    const unsigned remote = in_cta0(buf_addr + 16 * threadIdx.x), remote_bar = in_cta0(bar_addr);
     asm volatile("barrier.cluster.wait.acquire;" ::: "memory");  // CTA 0's barrier is initialized
     if (SEND == ST_ASYNC) {
       asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.s32 [%0], {%1, %2, %3, %4}, [%5];"
                    :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)), "r"(remote_bar)
                    : "memory");
     } else {
-      asm volatile("st.shared::cluster.v4.s32 [%0], {%1, %2, %3, %4};"
-                   :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)) : "memory");
+      store_lane_in_cta0(remote);
       asm volatile("fence.acq_rel.cluster;" ::: "memory");
       asm volatile("mbarrier.complete_tx.relaxed.cluster.shared::cluster.b64 [%0], %1;"
                    :: "r"(remote_bar), "r"(16) : "memory");
     }
   } else {
-    if (SEND == STORES_RACY) {
-      const volatile int* early = reinterpret_cast<volatile int*>(buf + threadIdx.x);
-      out[32 + threadIdx.x] = early[0] + early[1] + early[2] + early[3];
-    }
+    if (SEND == STORES_RACY) read_early(buf, out);
     asm volatile("{\n.reg .pred done;\nWAIT:\n"
                  "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
                  "@!done bra WAIT;\n}\n" :: "r"(bar_addr), "r"(0) : "memory");
-    const int4 v = buf[threadIdx.x];
-    out[threadIdx.x] = v.x + v.y + v.z + v.w;
+    read_and_sum(buf, out);
   }
 }
 
 // The same data, ordered by the cluster barrier instead of an mbarrier: a first barrier (CTA 0 has
 // started), CTA 1's lanes store with st.shared::cluster, a second barrier (arrive.release after
 // the stores, wait.acquire before the reads), CTA 0 reads and sums. RACY: CTA 0 also reads
-// buf[lane] before the second barrier and writes that sum to out[32 + lane] (not checked).
+// buf[lane] before the second barrier.
 template <bool RACY>
 __device__ void barrier_exchange(int* out) {
   __shared__ __align__(16) int4 buf[32];
   const unsigned buf_addr = static_cast<unsigned>(__cvta_generic_to_shared(buf));
-  unsigned rank;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
-  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
-  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
-  if (rank == 1) {
-    unsigned remote;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(buf_addr + 16 * threadIdx.x), "r"(0));
-    asm volatile("st.shared::cluster.v4.s32 [%0], {%1, %2, %3, %4};"
-                 :: "r"(remote), "r"(1), "r"(2), "r"(3), "r"(static_cast<int>(threadIdx.x)) : "memory");
-  } else if (RACY) {
-    const volatile int* early = reinterpret_cast<volatile int*>(buf + threadIdx.x);
-    out[32 + threadIdx.x] = early[0] + early[1] + early[2] + early[3];
-  }
-  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
-  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
-  if (rank == 0) {
-    const int4 v = buf[threadIdx.x];
-    out[threadIdx.x] = v.x + v.y + v.z + v.w;
-  }
+  const unsigned rank = cluster_rank();
+  cluster_sync();
+  if (rank == 1) store_lane_in_cta0(in_cta0(buf_addr + 16 * threadIdx.x));
+  else if (RACY) read_early(buf, out);
+  cluster_sync();
+  if (rank == 0) read_and_sum(buf, out);
 }
 
 extern "C" __global__ void cluster_st_async(int* out) { exchange<ST_ASYNC>(out); }

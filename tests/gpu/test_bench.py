@@ -1000,7 +1000,7 @@ case "$*" in
   *"--render-summary"*) echo "STUB SUMMARY of $3"; exit 0 ;;
   *"--build-only"*) echo "build: 1.0 s in all; 0 failures"; exit "${STUB_BUILD_RC:-0}" ;;
   *"racecheck_probe.py cluster_"*) sleep "${STUB_CLUSTER_PROBE_SLEEP:-0}"; echo "racecheck_probe ${*: -1}: correct"
-    exit "${STUB_PROBE_RC:-0}" ;;
+    exit "${STUB_CLUSTER_PROBE_RC:-${STUB_PROBE_RC:-0}}" ;;
   *"racecheck_probe.py"*) echo "racecheck_probe ${*: -1}: sums correct"; exit "${STUB_PROBE_RC:-0}" ;;
   "-m pytest"*) echo "CI=$CI"; echo "${STUB_TEST_OUT:-3 passed, 1 skipped in 0.50s}"; exit "${STUB_TEST_RC:-0}" ;;
   "-m gpu.bench --out"*)
@@ -1128,6 +1128,9 @@ def test_session_sanitize_runs_the_sanitizer_cases_and_the_racecheck_probe(tmp_p
         "correct", "early", "tensor", "tensor_early", "cluster_barrier_exchange", "cluster_barrier_exchange_racy"]
     done, _, _ = _run_session(tmp_path / "wrong", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
                               STUB_PROBE_RC="1")
+    assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "racecheck")
+    done, _, _ = _run_session(tmp_path / "cluster_wrong", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
+                              STUB_CLUSTER_PROBE_RC="1")
     assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "racecheck")
     done, _, _ = _run_session(tmp_path / "hang", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
                               STUB_CLUSTER_PROBE_SLEEP="5", CLUSTER_PROBE_SECONDS="1")
