@@ -77,10 +77,10 @@ TWO_LOADERS_MIN_STAGES = 32
 # the build option of that second module: two load warps from the smallest wgmma n on
 TWO_LOADERS_DEFINE = f"LIQUIDREF_SPLIT_LOADERS_MIN_N={min(WGMMA_S8_N)}"
 # The build compute-sanitizer racecheck can run on cluster splits (racecheck never finishes one
-# whose CTAs exchange partials with st.async): plain remote stores, a cluster-scope fence and
-# mbarrier.complete_tx instead (ClusterExchange in the .cu). For the sanitizer cases only (memcheck,
-# synccheck); racecheck did not finish it either (H100, 2026-12-07).
-PLAIN_EXCHANGE_DEFINE = "LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES=1"
+# whose CTAs exchange partials through an mbarrier): plain remote stores ordered by a second
+# phase of the cluster barrier instead (ClusterExchange in the .cu). For the sanitizer cases only:
+# the owner waits for every thread of the cluster.
+BARRIER_EXCHANGE_DEFINE = "LIQUIDREF_CLUSTER_EXCHANGE_BY_CLUSTER_BARRIER=1"
 EXCP_A_SLOTS = 2  # EXCP_A_SLOTS in the .cu (tested): int8 weight buffers between the roles
 EXCP_MAX_TOKENS = 128  # one MMA warpgroup holds both row blocks' accumulators
 
@@ -150,17 +150,17 @@ _scratch: dict[int, dict[str, object]] = {}
 
 
 def _kernel(config: TileConfig, variant: str = "hopper", two_loaders: bool = False, cluster_split: bool = False,
-            plain_exchange: bool = False):
+            barrier_exchange: bool = False):
     """The compiled kernel; ``two_loaders`` below n = SPLIT_LOADERS_MIN_N: the build with two
     load warps at every n; ``cluster_split``: the build launched as clusters (see ``run``);
-    ``plain_exchange``: its racecheck build (``PLAIN_EXCHANGE_DEFINE``)."""
+    ``barrier_exchange``: its racecheck build (``BARRIER_EXCHANGE_DEFINE``)."""
     base = TileConfig(config.compute_warpgroups, config.tokens_per_cta, config.k_per_stage, config.stages)
     two_loaders = two_loaders and base.tokens_per_cta < SPLIT_LOADERS_MIN_N
-    key = (base, variant, two_loaders, cluster_split, plain_exchange)
+    key = (base, variant, two_loaders, cluster_split, barrier_exchange)
     if key not in _kernels:
         name = kernel_name(config, variant, cluster_split)  # (split_k is a launch argument)
         options = VARIANTS[variant][1] + ((f"-D{TWO_LOADERS_DEFINE}",) if two_loaders else ())
-        options += (f"-D{PLAIN_EXCHANGE_DEFINE}",) if plain_exchange else ()
+        options += (f"-D{BARRIER_EXCHANGE_DEFINE}",) if barrier_exchange else ()
         module = runtime.compile_module(SOURCE, name_expressions=(name,), options=options)
         kernel = module.get_function(name)
         # one build serves every split_k, whose exchange buffers differ: allow the most a
@@ -214,7 +214,7 @@ def run(
     weight_prefetch: int | None = None,
     two_loaders: bool | None = None,
     cluster_split: bool | None = None,
-    plain_exchange: bool = False,
+    barrier_exchange: bool = False,
 ) -> None:
     """Launch the Hopper kernel: ``out[m, n] = fp16(float(x_i8 @ w_i8.T) * (s1[n] * s_x[m]))``.
 
@@ -236,8 +236,9 @@ def run(
         cluster_split: add split-K partials through distributed shared memory, the split_k CTAs
             of a tile launched as one cluster (None: where ``config.cluster_split``, for every
             variant; False: through the global workspace).
-        plain_exchange: the cluster split's racecheck build (``PLAIN_EXCHANGE_DEFINE``: the
-            partials as plain remote stores, not st.async; slower); needs a cluster split.
+        barrier_exchange: the cluster split's racecheck build (``BARRIER_EXCHANGE_DEFINE``: the
+            partials as plain remote stores ordered by the cluster barrier, not st.async on an
+            mbarrier; slower); needs a cluster split.
     """
     import cupy
 
@@ -277,12 +278,12 @@ def run(
     elif cluster_split and not config.cluster_split:
         raise ValueError(f"{config}: cluster_split needs 2 <= split_k <= {CLUSTER_SPLIT_K_MAX} and "
                          f"tokens_per_cta <= {CLUSTER_SPLIT_MAX_TOKENS} (TileConfig.cluster_split)")
-    if not isinstance(plain_exchange, bool):
-        raise ValueError(f"plain_exchange must be True or False; got {plain_exchange!r}")
-    if plain_exchange and not cluster_split:
-        raise ValueError(f"{config}: plain_exchange is a build of the cluster split, which this launch does not run "
+    if not isinstance(barrier_exchange, bool):
+        raise ValueError(f"barrier_exchange must be True or False; got {barrier_exchange!r}")
+    if barrier_exchange and not cluster_split:
+        raise ValueError(f"{config}: barrier_exchange is a build of the cluster split, which this launch does not run "
                          "(cluster_split False, or the configuration has none)")
-    _launch(_kernel(config, variant, two_loaders, cluster_split, plain_exchange), config,
+    _launch(_kernel(config, variant, two_loaders, cluster_split, barrier_exchange), config,
             shared_memory_bytes(config, variant),
             x_tiled, s_x, m, dw, out, programmatic, weight_prefetch, cluster_split)
 

@@ -35,8 +35,8 @@ Variants:
     hopper_loaders1  one load warp below n = 64 whatever the k range
     hopper_workspace split-K partials through the global workspace, not a cluster (where the
                      chooser's configuration would run a cluster split)
-    hopper_plain_exchange  racecheck's build of the cluster split (partials as plain remote
-                     stores, gpu.hopper.PLAIN_EXCHANGE_DEFINE) where the chooser's configuration
+    hopper_barrier_exchange  racecheck's build of the cluster split (partials as plain remote
+                     stores ordered by the cluster barrier, gpu.hopper.BARRIER_EXCHANGE_DEFINE) where the chooser's configuration
                      runs one; elsewhere the kernel as is
     gemm_only        the GEMM alone (plain launch) on activations quantized once per input
     hopper_prev      a control: gpu/kernels/w4a8_hopper_prev.cu, when such a file is there (an
@@ -169,11 +169,11 @@ def _workspace_run(x_tiled, s_x, m, dw, out, programmatic=False):
     hopper.run(x_tiled, s_x, m, dw, out, None, "hopper", programmatic=programmatic, cluster_split=False)
 
 
-def _plain_exchange_run(x_tiled, s_x, m, dw, out, programmatic=False):
-    """The chooser's configuration; a cluster split through racecheck's plain-store build."""
+def _barrier_exchange_run(x_tiled, s_x, m, dw, out, programmatic=False):
+    """The chooser's configuration; a cluster split through racecheck's cluster-barrier build."""
     config = choose_tile_config(m, dw.n, dw.k)
     hopper.run(x_tiled, s_x, m, dw, out, config, "hopper", programmatic=programmatic,
-               plain_exchange=config.cluster_split)
+               barrier_exchange=config.cluster_split)
 
 
 def _loaders_variant(two_loaders: bool):
@@ -193,7 +193,7 @@ def register() -> None:
         api.register_backend(name, lambda *args, **kwargs: None, hopper.is_available)
     api.register_backend("hopper_no_pdl", _variant(False), hopper.is_available)
     api.register_backend("hopper_workspace", _workspace_run, hopper.is_available, programmatic=True)
-    api.register_backend("hopper_plain_exchange", _plain_exchange_run, hopper.is_available, programmatic=True)
+    api.register_backend("hopper_barrier_exchange", _barrier_exchange_run, hopper.is_available, programmatic=True)
     api.register_backend("hopper_cwg1", _variant(True, split_k=1, compute_warpgroups=1), hopper.is_available,
                          programmatic=True)
     api.register_backend("hopper_cwg1s2", _variant(True, split_k=2, compute_warpgroups=1), hopper.is_available,

@@ -13,9 +13,11 @@
 #   SANITIZE=1       add a compute-sanitizer memcheck of every backend on a small shape,
 #                    memcheck and synccheck of the Hopper kernel's sanitizer cases
 #                    (tests/gpu/test_hopper.py -k sanitizer_case), racecheck of those without
-#                    clusters (a cluster exchange through an mbarrier, st.async or plain stores,
-#                    never finishes under racecheck), and racecheck on scripts/racecheck_probe.py
-#                    (what racecheck sees of a bulk-copy ring and of a cluster-barrier exchange)
+#                    clusters and of the cluster split's racecheck build (a cluster exchange
+#                    through an mbarrier never finishes under racecheck), racecheck of
+#                    tests/gpu/test_hopper_mutants.py RACECHECK_MUTANT (it must report a
+#                    hazard), and racecheck of scripts/racecheck_probe.py (what racecheck sees
+#                    of a bulk-copy ring and of a cluster-barrier exchange)
 #   SESSION_SECONDS  the whole session's budget (default 540; the device allows 600 per command):
 #                    the benchmark gets what is left, at most BENCH_SECONDS (default 360)
 #   TEST_SECONDS     time limit of the GPU tests (default 240; less when the session budget is short)
@@ -205,23 +207,47 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
     done
     finish_step racecheck $rc $start "$detail"
     # the Hopper kernel's own cases: split-K, a partial token group, a half row tile, one and two
-    # load warps, LiquidGEMM and ExCP (each cluster split also in its plain-store build), plain and
-    # programmatic launches, a ring that wraps. racecheck: only the cases without clusters (the
-    # workspace splits), since a kernel whose cluster CTAs exchange data through an mbarrier never
-    # finishes under racecheck (CUDA 13.0; scripts/racecheck_probe.py cluster_st_async and
-    # cluster_st_remote); it does not see the TMA copies' writes either
-    say "=== compute-sanitizer memcheck and synccheck of tests/gpu/test_hopper.py -k sanitizer_case, racecheck of its workspace cases"
+    # load warps, LiquidGEMM and ExCP (each cluster split also in its racecheck build), plain and
+    # programmatic launches, a ring that wraps. racecheck: the cases without clusters (the
+    # workspace splits) and the cluster splits' racecheck build (partials as plain remote stores
+    # ordered by the cluster barrier), since a kernel whose cluster CTAs exchange data through an
+    # mbarrier never finishes under racecheck (CUDA 13.0; scripts/racecheck_probe.py
+    # cluster_st_async and cluster_st_remote); it does not see the TMA copies' writes either.
+    # Last, the racecheck build with a read that races (tests/gpu/test_hopper_mutants.py
+    # RACECHECK_MUTANT): racecheck must report a hazard there, or the step fails.
+    say "=== compute-sanitizer memcheck and synccheck of tests/gpu/test_hopper.py -k sanitizer_case, racecheck of its workspace and barrier_exchange cases and of RACECHECK_MUTANT"
     start=$SECONDS
     detail=""
     rc=0
-    for tool in memcheck synccheck racecheck; do
-      cases="sanitizer_case"
-      [ "$tool" = racecheck ] && cases="sanitizer_case and workspace"
+    for run in "memcheck|tests/gpu/test_hopper.py|sanitizer_case" "synccheck|tests/gpu/test_hopper.py|sanitizer_case" \
+      "racecheck|tests/gpu/test_hopper.py|sanitizer_case and workspace" \
+      "racecheck|tests/gpu/test_hopper.py|sanitizer_case and barrier_exchange" \
+      "racecheck|tests/gpu/test_hopper_mutants.py|racecheck_mutant"; do
+      IFS='|' read -r tool file cases <<<"$run"
       logged "$LOG" 200 "$SANITIZER" --tool "$tool" --error-exitcode 99 \
-        "$PY" -m pytest -q -x -p no:cacheprovider tests/gpu/test_hopper.py -k "$cases"
+        "$PY" -m pytest -q -x -p no:cacheprovider "$file" -k "$cases"
       tool_rc=$?
+      summary="$(grep -oE '(ERROR|RACECHECK) SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | sed -E 's/^[A-Z]+ SUMMARY: //')"
+      { [ "$tool_rc" -eq 124 ] || [ "$tool_rc" -eq 137 ]; } && summary="did not finish in 200 s"
+      label="$tool"
+      case "$cases" in
+        *workspace) label="racecheck workspace" ;;
+        *barrier_exchange) label="racecheck barrier_exchange" ;;
+        racecheck_mutant)
+          label="racecheck mutant (needs a hazard)"
+          # racecheck exits 99 on the hazards this run needs: it passes when racecheck reports
+          # at least one and the test itself passed (the bytes stay right), else it fails
+          if [ "$tool_rc" -ne 124 ] && [ "$tool_rc" -ne 137 ]; then
+            tool_rc=1
+            tests_line="$(grep -v '^=========' "$STEP_OUTPUT" | grep -E '[0-9]+ (passed|failed|errors?)' | tail -n 1)"
+            if [[ "$summary" =~ ^[1-9][0-9]*\ hazard ]] && [[ "$tests_line" =~ [0-9]+\ passed ]] &&
+              ! [[ "$tests_line" =~ [0-9]+\ (failed|error) ]]; then
+              tool_rc=0
+            fi
+          fi ;;
+      esac
       [ "$tool_rc" -ne 0 ] && rc=$tool_rc
-      detail+="$tool: $(grep -oE '(ERROR|RACECHECK) SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | sed -E 's/^[A-Z]+ SUMMARY: //') "
+      detail+="$label: $summary "
     done
     finish_step cases $rc $start "$detail"
   fi

@@ -44,8 +44,8 @@ cluster_st_async never does (killed after 40 s). So racecheck cannot run a kerne
 exchange data with ``st.async``.
 
 Two more ask whether it can run, and judge, the same exchange written with plain remote stores
-(the Hopper kernel's build with ``LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES``, which exists for
-racecheck)::
+(the Hopper kernel's racecheck build of 2026-12-07, ``LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES``,
+since replaced)::
 
     cluster_st_remote        CTA 1's lanes store their 16 bytes with ``st.shared::cluster``,
                              then ``fence.acq_rel.cluster`` and ``mbarrier.complete_tx`` of those
@@ -56,9 +56,7 @@ racecheck)::
 
 Measured (H100, CUDA 13.0, 2026-12-07 20:02 UTC): neither finishes under racecheck (killed after
 60 s each), so racecheck cannot run a cross-CTA mbarrier exchange in either form;
-scripts/gpu_session.sh runs neither of these two modes, and racechecks only the kernel's cases without
-clusters (the plain-exchange cases pass plainly, under memcheck and under synccheck). tests/gpu/test_hopper_cluster_exchange_protocol.py checks the
-exchange's protocol on the CPU instead.
+scripts/gpu_session.sh runs neither of these two modes.
 
 The last two ask whether racecheck *sees* remote stores at all, with the exchange ordered by the
 cluster barrier, which it does run (cluster_barrier above)::
@@ -68,11 +66,12 @@ cluster barrier, which it does run (cluster_barrier above)::
     cluster_barrier_exchange_racy  the same, but CTA 0 also reads its buffer once *before* the
                                    second barrier (a real race with CTA 1's stores)
 
-If racecheck reports a hazard in the racy mode and none in the correct one, a build of the
-kernel's exchange ordered by cluster barriers could be racechecked; if it reports none in both,
-it does not track remote shared-memory stores, and no build of the exchange can be racechecked.
-Not run yet (added 2026-12-07, when no device could be started); scripts/gpu_session.sh runs both
-under racecheck with SANITIZE=1.
+Measured (H100, CUDA 13.0, 2026-12-08 00:30 UTC): both finish; racecheck reports 0 hazards in
+cluster_barrier_exchange and 1 hazard in cluster_barrier_exchange_racy, and the sums are right in
+both. So racecheck tracks remote shared-memory stores and the cluster barrier's ordering of
+them; the Hopper kernel's racecheck build (``LIQUIDREF_CLUSTER_EXCHANGE_BY_CLUSTER_BARRIER``,
+gpu.hopper.BARRIER_EXCHANGE_DEFINE) orders its exchange this way. scripts/gpu_session.sh runs
+both modes under racecheck with SANITIZE=1.
 
 The script itself checks what the consumers read (a wrong result exits with status 1).
 """

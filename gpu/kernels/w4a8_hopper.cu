@@ -163,18 +163,12 @@ __device__ __forceinline__ void store_to_cluster_cta(unsigned remote_addr, int4 
                : "memory");
 }
 
-// The racecheck build's form of store_to_cluster_cta (LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES):
-// a plain 16-byte store into another cluster CTA's shared memory. After a thread's last one,
-// exchange_stores_done releases them at cluster scope and completes their bytes of the owner's
-// transaction count, so the owner's barrier and wait are those of the st.async build.
+// The racecheck build's form of store_to_cluster_cta (LIQUIDREF_CLUSTER_EXCHANGE_BY_CLUSTER_BARRIER):
+// a plain 16-byte store into another cluster CTA's shared memory, ordered for the owner by the
+// sender's next cluster_arrive (release) and the owner's cluster_wait (acquire).
 __device__ __forceinline__ void plain_store_to_cluster_cta(unsigned remote_addr, int4 v) {
   asm volatile("st.shared::cluster.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(remote_addr), "r"(v.x), "r"(v.y), "r"(v.z),
                "r"(v.w)
-               : "memory");
-}
-__device__ __forceinline__ void exchange_stores_done(unsigned remote_bar, unsigned bytes) {
-  asm volatile("fence.acq_rel.cluster;" ::: "memory");
-  asm volatile("mbarrier.complete_tx.relaxed.cluster.shared::cluster.b64 [%0], %1;" ::"r"(remote_bar), "r"(bytes)
                : "memory");
 }
 
@@ -731,22 +725,33 @@ __device__ __forceinline__ void store_tile(const int (&acc)[R][BN / 2], int firs
 constexpr int CLUSTER_SPLIT_K_MAX = 2;
 constexpr int CLUSTER_SPLIT_MAX_N = 64;
 
-// compute-sanitizer racecheck never finishes a kernel whose CTAs exchange data with st.async
-// (scripts/racecheck_probe.py cluster_st_async). gpu/hopper.py builds a module with
-// LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES = 1 for racecheck only: the senders' partials go as
-// plain st.shared::cluster stores, then a cluster-scope fence and mbarrier.complete_tx of their
-// bytes (the probe's cluster_st_remote); the owner's side, the buffer and the barrier are the
-// same. No backend launches it. Measured (H100, CUDA 13.0, 2026-12-07): bit-exact, memcheck and
-// synccheck clean, within 0.5 us of st.async, but racecheck does not finish it either (the probe's
-// cluster_st_remote), so the exchange's protocol is checked by
-// tests/gpu/test_hopper_cluster_exchange_protocol.py.
-#ifndef LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES
-#define LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES 0
+// compute-sanitizer racecheck never finishes a kernel whose CTAs exchange data through an
+// mbarrier, with st.async or with plain remote stores and a remote complete_tx
+// (scripts/racecheck_probe.py cluster_st_async, cluster_st_remote), but it runs and judges an
+// exchange of plain remote stores ordered by the cluster barrier (cluster_barrier_exchange: no
+// hazard; cluster_barrier_exchange_racy, which reads before the second barrier: one hazard; H100,
+// CUDA 13.0, 2026-12-08). gpu/hopper.py builds a module with
+// LIQUIDREF_CLUSTER_EXCHANGE_BY_CLUSTER_BARRIER = 1 for racecheck only; its exchange is the
+// cluster barrier's second phase, over every non-exited thread of both CTAs:
+//
+//   sender warpgroup                        owner warpgroup
+//   cluster_wait       (phase 0: barriers   cluster_wait (phase 0), unless it sent first (ExCP)
+//                       initialized)
+//   st.shared::cluster of its partials
+//   cluster_arrive     (phase 1, release)   cluster_arrive (phase 1)
+//   exit                                    cluster_wait (phase 1, acquire); read the slots
+//
+// The load warpgroups and idle compute warpgroups have exited by then (exited threads do not
+// hold up a cluster barrier). The buffer and the owner's reads are those of the st.async build;
+// its mbarrier is initialized but never armed. No backend launches it: the owner waits for every
+// thread of the cluster, not only for its senders.
+#ifndef LIQUIDREF_CLUSTER_EXCHANGE_BY_CLUSTER_BARRIER
+#define LIQUIDREF_CLUSTER_EXCHANGE_BY_CLUSTER_BARRIER 0
 #endif
 
 template <int BN>
 struct ClusterExchange {
-  static constexpr bool PLAIN_STORES = LIQUIDREF_CLUSTER_EXCHANGE_PLAIN_STORES;
+  static constexpr bool BY_CLUSTER_BARRIER = LIQUIDREF_CLUSTER_EXCHANGE_BY_CLUSTER_BARRIER;
   static constexpr unsigned SLOT_BYTES = BLOCK_ROWS * BN * 4;
   static constexpr unsigned BYTES = (CLUSTER_SPLIT_K_MAX - 1) * SLOT_BYTES;  // the buffer: the most senders
   unsigned buffer;      // shared::cta address of this CTA's exchange buffer
@@ -765,7 +770,7 @@ struct ClusterExchange {
   // with the bytes of split_k - 1 slices. A CTA owns at most one row block (CWG <= 2 <= split_k).
   __device__ void init(int active_blocks, int split_k) const {
     mbarrier_init(barrier, 1);
-    if (static_cast<int>(blockIdx.z) < active_blocks)
+    if (!BY_CLUSTER_BARRIER && static_cast<int>(blockIdx.z) < active_blocks)
       mbarrier_arrive_expect_tx(barrier, (split_k - 1) * SLOT_BYTES);
   }
 
@@ -779,17 +784,28 @@ struct ClusterExchange {
 #pragma unroll
     for (int c = 0; c < BN / 8; ++c) {
       const int4 v = make_int4(acc[4 * c], acc[4 * c + 1], acc[4 * c + 2], acc[4 * c + 3]);
-      if constexpr (PLAIN_STORES)
+      if constexpr (BY_CLUSTER_BARRIER)
         plain_store_to_cluster_cta(remote + 16 * THREADS_PER_WARPGROUP * c, v);
       else
         store_to_cluster_cta(remote + 16 * THREADS_PER_WARPGROUP * c, v, remote_barrier);
     }
-    if constexpr (PLAIN_STORES) exchange_stores_done(remote_barrier, 16 * (BN / 8));
+    if constexpr (BY_CLUSTER_BARRIER) cluster_arrive();
   }
 
   // The 128 threads of the owner warpgroup: wait for every slice and add them (exact in int32).
-  __device__ __forceinline__ void receive(int (&acc)[BN / 2], int split_k, unsigned thread) const {
-    mbarrier_wait_cluster(barrier, 0);
+  // has_sent: this thread sent a row block first (ExCP), so it is past phase 0 of the cluster
+  // barrier and has arrived on phase 1 (the racecheck build's exchange).
+  __device__ __forceinline__ void receive(int (&acc)[BN / 2], int split_k, unsigned thread,
+                                          bool has_sent = false) const {
+    if constexpr (BY_CLUSTER_BARRIER) {
+      if (!has_sent) {
+        cluster_wait();
+        cluster_arrive();
+      }
+      cluster_wait();
+    } else {
+      mbarrier_wait_cluster(barrier, 0);
+    }
     for (int slot = 0; slot + 1 < split_k; ++slot) {
       const int4* mine = slots + slot * (SLOT_BYTES / 16) + thread;
 #pragma unroll
@@ -1080,9 +1096,10 @@ __global__ void __launch_bounds__(3 * 128, 1)
       mine[0][i] = own == 0 ? acc[0][i] : acc[1][i];
       theirs[i] = own == 0 ? acc[1][i] : acc[0][i];
     }
-    if (other < t.active_blocks) exchange.send(theirs, ClusterExchange<BN>::owner(other, split_k), thread);
+    const bool sends = other < t.active_blocks;
+    if (sends) exchange.send(theirs, ClusterExchange<BN>::owner(other, split_k), thread);
     if (own >= t.active_blocks) return;
-    exchange.receive(mine[0], split_k, thread);
+    exchange.receive(mine[0], split_k, thread, sends);
     // the exchange lies under the staging tile: every thread has read it before any writes there
     if constexpr (StagedStores<BN, 1>::ON) epilogue_barrier_sync(EPILOGUE_BARRIER_ID);
     scales.publish(token_scales, thread, EPILOGUE_BARRIER_ID);

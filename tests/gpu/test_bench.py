@@ -1094,11 +1094,18 @@ def test_session_build_timeout_skips_the_later_gpu_steps(tmp_path):
 
 SANITIZER_STUB = r"""#!/usr/bin/env bash
 # A stand-in compute-sanitizer: runs the program after its options, then prints a summary.
+# racecheck reports STUB_HAZARDS hazards (STUB_MUTANT_HAZARDS on the racecheck mutant) and, as
+# the real one, exits with --error-exitcode's value when it reports any.
 tool="$2"
-while [ "${1#--}" != "$1" ]; do shift 2; done
+exitcode=""
+while [ "${1#--}" != "$1" ]; do [ "$1" = --error-exitcode ] && exitcode="$2"; shift 2; done
 "$@"
 rc=$?
-if [ "$tool" = racecheck ]; then echo "========= RACECHECK SUMMARY: 3 hazards displayed (3 errors, 0 warnings)"
+if [ "$tool" = racecheck ]; then
+  hazards="${STUB_HAZARDS:-0}"
+  case "$*" in *racecheck_mutant*) hazards="${STUB_MUTANT_HAZARDS:-1}" ;; esac
+  echo "========= RACECHECK SUMMARY: $hazards hazards displayed ($hazards errors, 0 warnings)"
+  [ "$hazards" -gt 0 ] && [ -n "$exitcode" ] && exit "$exitcode"
 else echo "========= ERROR SUMMARY: 0 errors"; fi
 exit $rc
 """
@@ -1106,38 +1113,49 @@ exit $rc
 
 def test_session_sanitize_runs_the_sanitizer_cases_and_the_racecheck_probe(tmp_path):
     """SANITIZE=1: memcheck of every backend; memcheck and synccheck of the Hopper sanitizer
-    cases and racecheck of those without clusters; racecheck of the probe's four ring modes and
-    its two cluster-barrier exchange modes, where only a correct mode that fails fails the step."""
+    cases, racecheck of those without clusters and of the cluster split's racecheck build, and
+    racecheck of RACECHECK_MUTANT, which must report a hazard; racecheck of the probe's four ring
+    modes and its two cluster-barrier exchange modes, where only a correct mode that fails fails
+    the step."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     sanitizer = bin_dir / "compute-sanitizer"
     sanitizer.write_text(SANITIZER_STUB)
     sanitizer.chmod(sanitizer.stat().st_mode | stat.S_IEXEC)
     path = f"{bin_dir}:{os.environ['PATH']}"
-    done, calls, _ = _run_session(tmp_path / "ok", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path)
+
+    def session(name, **env):
+        return _run_session(tmp_path / name, SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path, **env)
+
+    done, calls, _ = session("ok")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ERROR SUMMARY: 0 errors" in _step(done.stdout, "sanitize")
-    assert "memcheck: 0 errors" in _step(done.stdout, "cases") and "synccheck: 0 errors" in _step(done.stdout, "cases")
-    assert "racecheck: 3 hazards" in _step(done.stdout, "cases")
-    assert sum("-k sanitizer_case" in c for c in calls) == 3
+    cases = _step(done.stdout, "cases")
+    assert "memcheck: 0 errors" in cases and "synccheck: 0 errors" in cases
+    assert "racecheck workspace: 0 hazards" in cases and "racecheck barrier_exchange: 0 hazards" in cases
+    assert "racecheck mutant (needs a hazard): 1 hazards" in cases
+    assert sum("-k sanitizer_case" in c for c in calls) == 4
     assert sum("-k sanitizer_case and workspace" in c for c in calls) == 1
+    assert sum("-k sanitizer_case and barrier_exchange" in c for c in calls) == 1
+    assert sum("test_hopper_mutants.py -k racecheck_mutant" in c for c in calls) == 1
     racecheck = _step(done.stdout, "racecheck")
-    assert "correct: 3 hazards" in racecheck and "tensor_early: 3 hazards" in racecheck
-    assert "cluster_barrier_exchange_racy: 3 hazards" in racecheck
+    assert "correct: 0 hazards" in racecheck and "cluster_barrier_exchange_racy: 0 hazards" in racecheck
     assert [c.split()[-1] for c in calls if "racecheck_probe.py" in c] == [
         "correct", "early", "tensor", "tensor_early", "cluster_barrier_exchange", "cluster_barrier_exchange_racy"]
-    done, _, _ = _run_session(tmp_path / "wrong", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
-                              STUB_PROBE_RC="1")
+    # a hazard in the real cases fails the step; so does a mutant racecheck does not flag
+    done, _, _ = session("hazards", STUB_HAZARDS="2")
+    assert done.returncode == 1 and "FAILED (exit 99)" in _step(done.stdout, "cases")
+    assert "racecheck workspace: 2 hazards" in _step(done.stdout, "cases")
+    done, _, _ = session("mutant_unseen", STUB_MUTANT_HAZARDS="0")
+    assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "cases")
+    done, _, _ = session("wrong", STUB_PROBE_RC="1")
     assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "racecheck")
-    done, _, _ = _run_session(tmp_path / "cluster_wrong", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
-                              STUB_CLUSTER_PROBE_RC="1")
+    done, _, _ = session("cluster_wrong", STUB_CLUSTER_PROBE_RC="1")
     assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "racecheck")
-    done, _, _ = _run_session(tmp_path / "hang", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
-                              STUB_CLUSTER_PROBE_SLEEP="5", CLUSTER_PROBE_SECONDS="1")
+    done, _, _ = session("hang", STUB_CLUSTER_PROBE_SLEEP="5", CLUSTER_PROBE_SECONDS="1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cluster_barrier_exchange: did not finish in 1 s" in _step(done.stdout, "racecheck")
-    done, _, _ = _run_session(tmp_path / "cases", SANITIZE="1", SKIP_TESTS="1", SKIP_BENCH="1", PATH=path,
-                              STUB_TEST_RC="1")
+    done, _, _ = session("cases", STUB_TEST_RC="1")
     assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "cases")
 
 

@@ -158,8 +158,8 @@ def integer_instruction_count(mnemonics: list[str], uniform: bool = False) -> in
 
 # Builds of the Hopper kernel gpu/hopper.py launches: the default one, the one with two load
 # warps at every n (for tiles with a long unsplit k range) and racecheck's build of the cluster
-# split (plain remote stores in the exchange). Each passes every check below.
-HOPPER_BUILDS = ((), (hopper.TWO_LOADERS_DEFINE,), (hopper.PLAIN_EXCHANGE_DEFINE,))
+# split (plain remote stores ordered by the cluster barrier). Each passes every check below.
+HOPPER_BUILDS = ((), (hopper.TWO_LOADERS_DEFINE,), (hopper.BARRIER_EXCHANGE_DEFINE,))
 
 
 def _cases():
@@ -278,22 +278,47 @@ def test_hopper_wgmmas_are_never_serialized(defines, build_dir):
     assert not losses, "\n".join(losses)
 
 
-@pytest.mark.parametrize("defines", [(), (hopper.PLAIN_EXCHANGE_DEFINE,)], ids=["st_async", "plain_exchange"])
+@pytest.mark.parametrize("defines", [(), (hopper.BARRIER_EXCHANGE_DEFINE,)], ids=["st_async", "barrier_exchange"])
 def test_cluster_exchange_instructions(defines, build_dir):
     """Every cluster-split kernel (template argument CLUSTER_SPLIT = true, mangled ``Lb1E``)
-    sends its partials with st.async (STAS) in the default build, and with plain stores plus a
-    remote mbarrier.complete_tx (SYNCS.ARRIVE.TRANS64.RED) and no STAS in racecheck's build;
-    the kernels without clusters have neither."""
+    sends its partials with st.async (STAS) in the default build, whose one cluster barrier
+    arrive (UCGABAR_ARV) is the barriers' init; racecheck's build has plain stores, no STAS, no
+    remote mbarrier complete_tx (SYNCS.ARRIVE.TRANS64.RED), and a second arrive: the exchange's
+    phase of the cluster barrier. The kernels without clusters have neither."""
     functions = sass_functions(compile_sass(hopper.SOURCE, "sm_90a", build_dir, defines)[1])
     cluster = {name: ms for name, ms in functions.items() if "w4a8_hopper" in name and "Lb1E" in name}
     others = {name: ms for name, ms in functions.items() if "w4a8_hopper" in name and "Lb1E" not in name}
     assert cluster and others
-    plain = bool(defines)
+    by_barrier = bool(defines)
     for name, mnemonics in cluster.items():
-        assert any(opcode_matches(m, "STAS") for m in mnemonics) is not plain, name
-        assert any(m.startswith("SYNCS.ARRIVE.TRANS64.RED") for m in mnemonics) is plain, name
+        arrives = sum(m.startswith("UCGABAR_ARV") for m in mnemonics)
+        assert any(opcode_matches(m, "STAS") for m in mnemonics) is not by_barrier, name
+        assert not any(m.startswith("SYNCS.ARRIVE.TRANS64.RED") for m in mnemonics), name
+        assert arrives >= 2 if by_barrier else arrives == 1, (name, arrives)
     for name, mnemonics in others.items():
-        assert not any(opcode_matches(m, "STAS") or m.startswith("SYNCS.ARRIVE.TRANS64.RED") for m in mnemonics), name
+        assert not any(opcode_matches(m, "STAS") or m.startswith(("SYNCS.ARRIVE.TRANS64.RED", "UCGABAR"))
+                       for m in mnemonics), name
+
+
+def test_racecheck_mutant_reads_its_buffer_early(build_dir, tmp_path, monkeypatch):
+    """test_hopper_mutants.RACECHECK_MUTANT (the racecheck build with an owner's read before its
+    phase-1 wait) compiles, and its extra read survives: each cluster-split kernel of the mutated
+    racecheck build has one more shared-memory load (LDS) than the real one."""
+    from .test_hopper_mutants import RACECHECK_MUTANT
+
+    defines = (hopper.BARRIER_EXCHANGE_DEFINE,)
+    real = sass_functions(compile_sass(hopper.SOURCE, "sm_90a", build_dir, defines)[1])
+    kernels = tmp_path / "kernels"
+    shutil.copytree(runtime.KERNELS_DIR, kernels)
+    source = kernels / hopper.SOURCE
+    source.write_text(source.read_text().replace(RACECHECK_MUTANT.original, RACECHECK_MUTANT.mutated))
+    monkeypatch.setattr(runtime, "KERNELS_DIR", kernels)
+    mutated = sass_functions(compile_sass(hopper.SOURCE, "sm_90a", str(tmp_path), defines)[1])
+    cluster = [name for name in real if "w4a8_hopper" in name and "Lb1E" in name]
+    assert cluster
+    for name in cluster:
+        loads = [sum(opcode_matches(m, "LDS") for m in build[name]) for build in (real, mutated)]
+        assert loads[1] == loads[0] + 1, (name, loads)
 
 
 def test_racecheck_probe_compiles(tmp_path):

@@ -13,13 +13,16 @@ Memory and race checking on the GPU (a Firecracker machine), from the repository
     compute-sanitizer --tool memcheck python3 -m pytest -x -q tests/gpu/test_hopper.py \
         -k sanitizer_case -p no:cacheprovider
     compute-sanitizer --tool racecheck python3 -m pytest -x -q tests/gpu/test_hopper.py \
-        -k "sanitizer_case and workspace" -p no:cacheprovider
+        -k "sanitizer_case and (workspace or barrier_exchange)" -p no:cacheprovider
 
-memcheck and synccheck report 0 errors on every case; racecheck 0 hazards on the cases without
-thread block clusters (under racecheck a kernel whose cluster CTAs exchange data with st.async
-never finishes: scripts/racecheck_probe.py cluster_st_async, CUDA 13.0, H100; nor does the
-plain-exchange build's form, cluster_st_remote; test_hopper_cluster_exchange_protocol.py checks
-that protocol on the CPU). What racecheck checks
+memcheck and synccheck report 0 errors on every case. racecheck runs the cases without thread
+block clusters and the cluster splits' racecheck build (barrier_exchange: partials as plain remote
+stores ordered by the cluster barrier), not the st.async build: under racecheck a kernel whose
+cluster CTAs exchange data through an mbarrier never finishes (scripts/racecheck_probe.py
+cluster_st_async and cluster_st_remote, CUDA 13.0, H100), while racecheck does see remote stores
+ordered by the cluster barrier (cluster_barrier_exchange and its racy twin).
+test_hopper_mutants.py's RACECHECK_MUTANT shows it flags a race in that build; the st.async
+build's protocol is checked on the CPU by test_hopper_cluster_exchange_protocol.py. What racecheck checks
 there is the kernel's own shared memory traffic (the epilogue's staging tile, the ExCP
 ablation's int8 slots, the scales), not the stage ring: it does not attribute a TMA tensor
 copy's writes to any thread, so it sees no hazard on a ring that frees a slot too early either
@@ -258,10 +261,10 @@ def test_bad_configurations_are_refused(hopper_gpu):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 4, 1), cluster_split=True)
     with pytest.raises(ValueError, match="cluster_split must be None, True or False"):
         hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=1)
-    with pytest.raises(ValueError, match="plain_exchange is a build of the cluster split"):
-        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=False, plain_exchange=True)
-    with pytest.raises(ValueError, match="plain_exchange must be True or False"):
-        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), plain_exchange=None)
+    with pytest.raises(ValueError, match="barrier_exchange is a build of the cluster split"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), cluster_split=False, barrier_exchange=True)
+    with pytest.raises(ValueError, match="barrier_exchange must be True or False"):
+        hopper.run(xt, s_x, 4, dw, out, TileConfig(2, 8, 64, 2, 2), barrier_exchange=None)
     # the tensor maps are built from x_tiled's shape: one for other M or K is refused
     with pytest.raises(ValueError, match=r"x_tiled must have shape \(2, 12, 8, 16\)"):
         hopper.run(xt, s_x, 9, dw, out, TileConfig(2, 16, 64, 4, 1))
@@ -279,13 +282,13 @@ def _exact(cp, shape, dtype):
 
 SANITIZER_TILES = {"one_load_warp": (16, False), "two_load_warps_small_n": (16, True), "two_load_warps": (64, True),
                    "wide_tile": (128, True)}  # id: (n, two load warps)
-# id: (variant, cluster_split, compute warpgroups, plain_exchange); the plain_exchange builds
+# id: (variant, cluster_split, compute warpgroups, barrier_exchange); the barrier_exchange builds
 # (racecheck's form of the cluster split) only where the tile has a cluster split (n <= 64)
 SANITIZER_KERNELS = {"hopper": ("hopper", None, 2, False), "hopper_workspace": ("hopper", False, 2, False),
                      "hopper_cwg3_workspace": ("hopper", False, 3, False), "hopper_excp": ("hopper_excp", None, 2, False),
                      "hopper_excp_workspace": ("hopper_excp", False, 2, False),
-                     "hopper_plain_exchange": ("hopper", None, 2, True),
-                     "hopper_excp_plain_exchange": ("hopper_excp", None, 2, True)}
+                     "hopper_barrier_exchange": ("hopper", None, 2, True),
+                     "hopper_excp_barrier_exchange": ("hopper_excp", None, 2, True)}
 SANITIZER_CASES = [
     pytest.param(*kernel, *tile, id=f"{kernel_id}-{tile_id}")
     for kernel_id, kernel in SANITIZER_KERNELS.items()
@@ -294,10 +297,10 @@ SANITIZER_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("variant", "cluster_split", "compute_warpgroups", "plain_exchange", "tokens", "two_loaders"),
+@pytest.mark.parametrize(("variant", "cluster_split", "compute_warpgroups", "barrier_exchange", "tokens", "two_loaders"),
                          SANITIZER_CASES)
 @pytest.mark.parametrize("programmatic", [False, True], ids=["plain", "programmatic"])
-def test_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, plain_exchange, programmatic, tokens,
+def test_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, barrier_exchange, programmatic, tokens,
                         two_loaders):
     """A small split-K GEMM with a partial token group and a partial row tile (N = 320: the last
     tile has one of its two or two of its three 64-row blocks), launched plainly and right after
@@ -307,23 +310,32 @@ def test_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, 
     warpgroups, or three (their split through the workspace); the split's partials through a
     cluster's shared memory (the default, n <= 64) or through the workspace. The output and s_x
     are exact-size allocations: the 13 tokens of a 16-, 64- or 128-token tile must not read s_x
-    past token 12 (the epilogue once did at n >= 64). The plain_exchange cases run the cluster
-    split's racecheck build (partials as plain remote stores, gpu.hopper.PLAIN_EXCHANGE_DEFINE)."""
+    past token 12 (the epilogue once did at n >= 64). The barrier_exchange cases run the cluster
+    split's racecheck build (partials as plain remote stores ordered by the cluster barrier,
+    gpu.hopper.BARRIER_EXCHANGE_DEFINE)."""
+    run_sanitizer_case(hopper_gpu, variant, cluster_split, compute_warpgroups, barrier_exchange, programmatic, tokens,
+                       two_loaders)
+
+
+def run_sanitizer_case(cp, variant, cluster_split, compute_warpgroups, barrier_exchange, programmatic, tokens,
+                       two_loaders):
+    """test_sanitizer_case's GEMM (M = 13, N = 320, K = 1024, split-K 2, 128-k stages), checked
+    byte for byte against liquidref.w4a8_linear."""
     config = TileConfig(compute_warpgroups, tokens, 128, 3, 2)
-    assert config.cluster_split or not plain_exchange
+    assert config.cluster_split or not barrier_exchange
     rng = np.random.default_rng(11)
     W = rng.standard_normal((320, 1024)).astype(np.float16)  # 4 stages per split: the ring wraps
     X = rng.standard_normal((13, 1024)).astype(np.float16)
     w = liquidref.quantize_weight(W)
     dw = api.upload(w)
-    out = _exact(hopper_gpu, (13, 320), np.float16)
-    x_tiled = _exact(hopper_gpu, (2, 1024 // 16, 8, 16), np.int8)  # 13 tokens padded to 16
-    s_x = _exact(hopper_gpu, (13,), np.float32)
-    api.quantize_activation_tiled(hopper_gpu.asarray(X), check_finite=False, out=(x_tiled, s_x))
+    out = _exact(cp, (13, 320), np.float16)
+    x_tiled = _exact(cp, (2, 1024 // 16, 8, 16), np.int8)  # 13 tokens padded to 16
+    s_x = _exact(cp, (13,), np.float32)
+    api.quantize_activation_tiled(cp.asarray(X), check_finite=False, out=(x_tiled, s_x))
     hopper.run(x_tiled, s_x, 13, dw, out, config, variant, programmatic=programmatic,
                weight_prefetch=2 if programmatic else 0, two_loaders=two_loaders, cluster_split=cluster_split,
-               plain_exchange=plain_exchange)
-    assert np.array_equal(hopper_gpu.asnumpy(out).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
+               barrier_exchange=barrier_exchange)
+    assert np.array_equal(cp.asnumpy(out).view(np.uint16), liquidref.w4a8_linear(X, w).view(np.uint16))
 
 
 def test_long_unsplit_tiles_take_two_load_warps(hopper_gpu, monkeypatch):

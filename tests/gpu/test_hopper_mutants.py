@@ -23,6 +23,7 @@ import liquidref
 from gpu import api, hopper, runtime
 from liquidref.tiling import TileConfig
 
+from .test_hopper import run_sanitizer_case
 from .test_mma_sync import Case, check_backend
 
 class Mutant(NamedTuple):
@@ -68,10 +69,25 @@ N, K = 192, 1536  # 1.5 row tiles (one 192-row tile with three warpgroups); 6 st
 # per split, the ring wraps unsplit
 
 
+# A race the bytes cannot show, for compute-sanitizer racecheck: in the cluster split's racecheck
+# build (gpu.hopper.BARRIER_EXCHANGE_DEFINE) each owner thread also reads its exchange buffer once
+# before its wait on the exchange's phase of the cluster barrier, racing with the sender's remote
+# stores. The sum still comes from the reads after the wait, so the output stays bit-exact;
+# scripts/gpu_session.sh (SANITIZE=1) runs test_racecheck_mutant under racecheck and requires a
+# hazard report, so racecheck's clean result on the real build is one that could have failed.
+RACECHECK_MUTANT = Mutant(
+    "      cluster_wait();\n    } else {",
+    "      {\n        unsigned early;  // racecheck mutant: a read before the phase-1 wait\n"
+    "        asm volatile(\"ld.volatile.shared.u32 %0, [%1];\" : \"=r\"(early) : \"r\"(buffer + 16 * thread) : \"memory\");\n"
+    "      }\n      cluster_wait();\n    } else {",
+    split_k=2)
+RACECHECK_MUTANT_CASES = [("hopper", 16), ("hopper", 64), ("hopper_excp", 16)]  # (variant, n)
+
+
 def test_each_mutant_edits_the_kernel_once():
     """CPU: every mutant's text occurs exactly once in the kernel source."""
     source = (runtime.KERNELS_DIR / hopper.SOURCE).read_text()
-    for name, mutant in MUTANTS.items():
+    for name, mutant in {**MUTANTS, "racecheck_mutant": RACECHECK_MUTANT}.items():
         count = source.count(mutant.original)
         assert count == 1, f"{name}: {mutant.original!r} occurs {count} times"
 
@@ -110,11 +126,27 @@ def test_property_catches_kernel_mutant(cp, name, tmp_path, monkeypatch):
     case = _case(mutant.tokens - 3)
     check_backend(run, case, _poisoned)  # the real kernel passes
 
+    _use_mutated_kernels(tmp_path, monkeypatch, mutant)
+    with pytest.raises(AssertionError):
+        check_backend(run, case, _poisoned)
+
+
+def _use_mutated_kernels(tmp_path, monkeypatch, mutant: Mutant) -> None:
+    """Compile the kernel from a copy of the kernel folder with ``mutant``'s edit from now on."""
     kernels = tmp_path / "kernels"
     shutil.copytree(runtime.KERNELS_DIR, kernels)
     source = kernels / hopper.SOURCE
     source.write_text(source.read_text().replace(mutant.original, mutant.mutated))
     monkeypatch.setattr(runtime, "KERNELS_DIR", kernels)
     monkeypatch.setattr(hopper, "_kernels", {})  # compile the mutant, not the cached kernel
-    with pytest.raises(AssertionError):
-        check_backend(run, case, _poisoned)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("variant", "tokens"), RACECHECK_MUTANT_CASES)
+def test_racecheck_mutant(cp, variant, tokens, tmp_path, monkeypatch):
+    """RACECHECK_MUTANT on test_hopper.py's sanitizer case (plain launch, one load warp below
+    n = 64): bit-exact, as the race leaves the sum alone; under racecheck it must show a hazard."""
+    if not hopper.is_available():
+        pytest.skip("the Hopper kernel needs an sm_90 GPU")
+    _use_mutated_kernels(tmp_path, monkeypatch, RACECHECK_MUTANT)
+    run_sanitizer_case(cp, variant, None, 2, True, False, tokens, tokens >= hopper.SPLIT_LOADERS_MIN_N)
