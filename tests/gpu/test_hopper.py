@@ -21,7 +21,8 @@ stores ordered by the cluster barrier), not the st.async build: under racecheck 
 cluster CTAs exchange data through an mbarrier never finishes (scripts/racecheck_probe.py
 cluster_st_async and cluster_st_remote, CUDA 13.0, H100), while racecheck does see remote stores
 ordered by the cluster barrier (cluster_barrier_exchange and its racy twin).
-test_hopper_mutants.py's RACECHECK_MUTANT shows it flags a race in that build; the st.async
+On test_hopper_mutants.py's RACECHECK_MUTANT (that build with a racy read) racecheck must report
+a hazard (scripts/gpu_session.sh; neither has run on a GPU yet, 2026-12-08); the st.async
 build's protocol is checked on the CPU by test_hopper_cluster_exchange_protocol.py. What racecheck checks
 there is the kernel's own shared memory traffic (the epilogue's staging tile, the ExCP
 ablation's int8 slots, the scales), not the stage ring: it does not attribute a TMA tensor
