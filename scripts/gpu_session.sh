@@ -22,6 +22,8 @@
 #                    the benchmark gets what is left, at most BENCH_SECONDS (default 360)
 #   TEST_SECONDS     time limit of the GPU tests (default 240; less when the session budget is short)
 #   CLUSTER_PROBE_SECONDS  time limit of each cluster mode of the racecheck probe (default 45)
+#   CLUSTER_CASES_SECONDS  time limit of the racecheck of the cluster split's racecheck build
+#                    and of that of RACECHECK_MUTANT (default 100 each; neither has run yet)
 #   PYTHON           the interpreter (default python3, the one that holds torch on the device)
 #   OUT              output folder (the device sets it; default liquidref-out/session)
 #
@@ -39,6 +41,7 @@ SESSION_SECONDS="${SESSION_SECONDS:-540}"
 BENCH_SECONDS="${BENCH_SECONDS:-360}"
 TEST_SECONDS="${TEST_SECONDS:-240}"
 CLUSTER_PROBE_SECONDS="${CLUSTER_PROBE_SECONDS:-45}"
+CLUSTER_CASES_SECONDS="${CLUSTER_CASES_SECONDS:-100}"
 BENCH_ARGS="${BENCH_ARGS:-}"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 
@@ -224,11 +227,13 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
       "racecheck|tests/gpu/test_hopper.py|sanitizer_case and barrier_exchange" \
       "racecheck|tests/gpu/test_hopper_mutants.py|racecheck_mutant"; do
       IFS='|' read -r tool file cases <<<"$run"
-      logged "$LOG" 200 "$SANITIZER" --tool "$tool" --error-exitcode 99 \
+      limit=200
+      case "$cases" in *barrier_exchange | racecheck_mutant) limit=$CLUSTER_CASES_SECONDS ;; esac
+      logged "$LOG" "$limit" "$SANITIZER" --tool "$tool" --error-exitcode 99 \
         "$PY" -m pytest -q -x -p no:cacheprovider "$file" -k "$cases"
       tool_rc=$?
       summary="$(grep -oE '(ERROR|RACECHECK) SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | sed -E 's/^[A-Z]+ SUMMARY: //')"
-      { [ "$tool_rc" -eq 124 ] || [ "$tool_rc" -eq 137 ]; } && summary="did not finish in 200 s"
+      { [ "$tool_rc" -eq 124 ] || [ "$tool_rc" -eq 137 ]; } && summary="did not finish in $limit s"
       label="$tool"
       case "$cases" in
         *workspace) label="racecheck workspace" ;;

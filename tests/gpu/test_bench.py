@@ -1002,6 +1002,8 @@ case "$*" in
   *"racecheck_probe.py cluster_"*) sleep "${STUB_CLUSTER_PROBE_SLEEP:-0}"; echo "racecheck_probe ${*: -1}: correct"
     exit "${STUB_CLUSTER_PROBE_RC:-${STUB_PROBE_RC:-0}}" ;;
   *"racecheck_probe.py"*) echo "racecheck_probe ${*: -1}: sums correct"; exit "${STUB_PROBE_RC:-0}" ;;
+  "-m pytest"*"-k sanitizer_case and barrier_exchange"*) sleep "${STUB_BARRIER_CASES_SLEEP:-0}"
+    echo "${STUB_TEST_OUT:-3 passed, 1 skipped in 0.50s}"; exit "${STUB_TEST_RC:-0}" ;;
   "-m pytest"*) echo "CI=$CI"; echo "${STUB_TEST_OUT:-3 passed, 1 skipped in 0.50s}"; exit "${STUB_TEST_RC:-0}" ;;
   "-m gpu.bench --out"*)
     mkdir -p "$4"; echo '{"schema": 1}' > "$4/bench.json"; echo "table" > "$4/bench.txt"
@@ -1155,6 +1157,10 @@ def test_session_sanitize_runs_the_sanitizer_cases_and_the_racecheck_probe(tmp_p
     done, _, _ = session("hang", STUB_CLUSTER_PROBE_SLEEP="5", CLUSTER_PROBE_SECONDS="1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cluster_barrier_exchange: did not finish in 1 s" in _step(done.stdout, "racecheck")
+    done, _, _ = session("barrier_hang", STUB_BARRIER_CASES_SLEEP="5", CLUSTER_CASES_SECONDS="1")
+    assert done.returncode == 1 and "FAILED (timed out)" in _step(done.stdout, "cases")
+    assert "racecheck barrier_exchange: did not finish in 1 s" in _step(done.stdout, "cases")
+    assert "racecheck mutant (needs a hazard): 1 hazards" in _step(done.stdout, "cases")
     done, _, _ = session("cases", STUB_TEST_RC="1")
     assert done.returncode == 1 and "FAILED (exit 1)" in _step(done.stdout, "cases")
 
