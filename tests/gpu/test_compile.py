@@ -304,15 +304,11 @@ def test_racecheck_mutant_reads_its_buffer_early(build_dir, tmp_path, monkeypatc
     """test_hopper_mutants.RACECHECK_MUTANT (the racecheck build with an owner's read before its
     phase-1 wait) compiles, and its extra read survives: each cluster-split kernel of the mutated
     racecheck build has one more shared-memory load (LDS) than the real one."""
-    from .test_hopper_mutants import RACECHECK_MUTANT
+    from .test_hopper_mutants import RACECHECK_MUTANT, use_mutated_kernels
 
     defines = (hopper.BARRIER_EXCHANGE_DEFINE,)
     real = sass_functions(compile_sass(hopper.SOURCE, "sm_90a", build_dir, defines)[1])
-    kernels = tmp_path / "kernels"
-    shutil.copytree(runtime.KERNELS_DIR, kernels)
-    source = kernels / hopper.SOURCE
-    source.write_text(source.read_text().replace(RACECHECK_MUTANT.original, RACECHECK_MUTANT.mutated))
-    monkeypatch.setattr(runtime, "KERNELS_DIR", kernels)
+    use_mutated_kernels(tmp_path, monkeypatch, RACECHECK_MUTANT)
     mutated = sass_functions(compile_sass(hopper.SOURCE, "sm_90a", str(tmp_path), defines)[1])
     cluster = [name for name in real if "w4a8_hopper" in name and "Lb1E" in name]
     assert cluster

@@ -126,12 +126,12 @@ def test_property_catches_kernel_mutant(cp, name, tmp_path, monkeypatch):
     case = _case(mutant.tokens - 3)
     check_backend(run, case, _poisoned)  # the real kernel passes
 
-    _use_mutated_kernels(tmp_path, monkeypatch, mutant)
+    use_mutated_kernels(tmp_path, monkeypatch, mutant)
     with pytest.raises(AssertionError):
         check_backend(run, case, _poisoned)
 
 
-def _use_mutated_kernels(tmp_path, monkeypatch, mutant: Mutant) -> None:
+def use_mutated_kernels(tmp_path, monkeypatch, mutant: Mutant) -> None:
     """Compile the kernel from a copy of the kernel folder with ``mutant``'s edit from now on."""
     kernels = tmp_path / "kernels"
     shutil.copytree(runtime.KERNELS_DIR, kernels)
@@ -148,5 +148,5 @@ def test_racecheck_mutant(cp, variant, tokens, tmp_path, monkeypatch):
     n = 64): bit-exact, as the race leaves the sum alone; under racecheck it must show a hazard."""
     if not hopper.is_available():
         pytest.skip("the Hopper kernel needs an sm_90 GPU")
-    _use_mutated_kernels(tmp_path, monkeypatch, RACECHECK_MUTANT)
+    use_mutated_kernels(tmp_path, monkeypatch, RACECHECK_MUTANT)
     run_sanitizer_case(cp, variant, None, 2, True, False, tokens, tokens >= hopper.SPLIT_LOADERS_MIN_N)
