@@ -55,12 +55,15 @@ FAILED=0
 
 say() { echo "$@" | tee -a "$LOG"; }
 
+# timed_out EXIT_CODE: the exit status of a command that `timeout` stopped (TERM, then KILL)
+timed_out() { [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; }
+
 # finish_step NAME EXIT_CODE START_SECONDS [DETAIL]
 finish_step() {
   local status="ok"
   if [ "$2" -ne 0 ]; then
     status="FAILED (exit $2)"
-    { [ "$2" -eq 124 ] || [ "$2" -eq 137 ]; } && status="FAILED (timed out)"
+    timed_out "$2" && status="FAILED (timed out)"
     FAILED=1
   fi
   STEPS+=("$1|$status|$((SECONDS - $3))|${4:-}")
@@ -141,7 +144,7 @@ logged "$LOG" 180 "$PY" -m gpu.bench --build-only
 rc=$?
 finish_step build $rc $start "$LAST_LINE"
 HUNG=""
-if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+if timed_out "$rc"; then
   HUNG="the build timed out (a kernel that never finishes?); later GPU steps skipped"
   say "$HUNG"
 fi
@@ -205,7 +208,7 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
         cluster_barrier_exchange) [ "$mode_rc" -eq 1 ] && rc=$mode_rc ;;
       esac
       summary="$(grep -oE 'RACECHECK SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | cut -c 20-)"
-      { [ "$mode_rc" -eq 124 ] || [ "$mode_rc" -eq 137 ]; } && summary="did not finish in ${limit} s"
+      timed_out "$mode_rc" && summary="did not finish in ${limit} s"
       detail+="$mode: $summary "
     done
     finish_step racecheck $rc $start "$detail"
@@ -233,7 +236,7 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
         "$PY" -m pytest -q -x -p no:cacheprovider "$file" -k "$cases"
       tool_rc=$?
       summary="$(grep -oE '(ERROR|RACECHECK) SUMMARY: .*' "$STEP_OUTPUT" | tail -n 1 | sed -E 's/^[A-Z]+ SUMMARY: //')"
-      { [ "$tool_rc" -eq 124 ] || [ "$tool_rc" -eq 137 ]; } && summary="did not finish in $limit s"
+      timed_out "$tool_rc" && summary="did not finish in $limit s"
       label="$tool"
       case "$cases" in
         *workspace) label="racecheck workspace" ;;
@@ -242,7 +245,7 @@ elif [ "${SANITIZE:-0}" = "1" ]; then
           label="racecheck mutant (needs a hazard)"
           # racecheck exits 99 on the hazards this run needs: it passes when racecheck reports
           # at least one and the test itself passed (the bytes stay right), else it fails
-          if [ "$tool_rc" -ne 124 ] && [ "$tool_rc" -ne 137 ]; then
+          if ! timed_out "$tool_rc"; then
             tool_rc=1
             tests_line="$(grep -v '^=========' "$STEP_OUTPUT" | grep -E '[0-9]+ (passed|failed|errors?)' | tail -n 1)"
             if [[ "$summary" =~ ^[1-9][0-9]*\ hazard ]] && [[ "$tests_line" =~ [0-9]+\ passed ]] &&

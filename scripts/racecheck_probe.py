@@ -211,8 +211,8 @@ extern "C" __global__ void cluster_barrier(int* out) {
 
 // CTA 1's lanes send into CTA 0's buf; CTA 0 reads and sums. ST_ASYNC: with st.async completing
 // on CTA 0's mbarrier (the ClusterExchange pattern); STORES: with st.shared::cluster, then
-// fence.acq_rel.cluster and mbarrier.complete_tx of the 16 bytes (the kernel's plain-exchange
-// build); STORES_RACY: the same, but CTA 0 also reads buf[lane] before it waits.
+// fence.acq_rel.cluster and mbarrier.complete_tx of the 16 bytes (the kernel's racecheck build
+// until 2026-12-08); STORES_RACY: the same, but CTA 0 also reads buf[lane] before it waits.
 enum Send { ST_ASYNC, STORES, STORES_RACY };
 
 template <Send SEND>

@@ -167,9 +167,14 @@ def explore(pipeline, active_blocks, staged, build, mutant=None):
             pending, phase = 1, phase + 1
         return bars[:rank] + ((pending, tx, phase),) + bars[rank + 1:]
 
+    # executed[kind][p][pc]: how many instructions of kind thread p has executed at counter pc
+    executed = {kind: [list(itertools.accumulate((op[0] == kind for op in program), initial=0))
+                       for program in programs]
+                for kind in ("cluster_arrive", "cluster_wait")}
+
     def done_before(pcs, p, kind):
         """How many instructions of ``kind`` thread p has executed."""
-        return sum(1 for op in programs[p][:pcs[p]] if op[0] == kind)
+        return executed[kind][p][pcs[p]]
 
     def cluster_phase_complete(pcs, phase):
         """Every thread of the cluster that has not exited has arrived on ``phase``."""
