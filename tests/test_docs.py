@@ -1,6 +1,7 @@
 """The docs build: parsing of percent scripts, the generated nav, the offline rules (no web fonts,
-no privacy plugin), API pages that document every name the tutorials use, and the docstring
-conversion of docs/griffe_rst.py."""
+no privacy plugin), API pages that document every name the tutorials use, the docstring
+conversion of docs/griffe_rst.py, and the verification page's catalogue of mutant tests
+(docs/verification_catalog.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import types
 
 import pytest
 
-from .docs_hooks import REPO, hooks
+from .docs_hooks import REPO, hooks, verification_catalog
 
 
 def test_split_cells_markdown_and_code_with_line_numbers():
@@ -202,3 +203,69 @@ def test_executor_stops_a_tutorial_that_hangs(tmp_path):
     script.write_text("# %%\nimport time\ntime.sleep(60)\n")
     run = hooks.run_tutorial(script, tmp_path / "out", timeout_s=1)
     assert run.returncode != 0 and "ran longer than 1 s" in run.stderr
+
+
+# --- docs/verification.md: the mutant catalogue and what the page names --------------------
+@pytest.fixture(scope="module")
+def mutant_tests():
+    return verification_catalog.collect_mutant_tests()  # pytest's own collection, -m mutant
+
+
+def test_catalogue_covers_every_collection_of_wrong_implementations(mutant_tests):
+    """Each test module's MUTANTS dict (name -> wrong implementation) is covered: every name but
+    the control "correct" is a case of a test marked mutant in that module."""
+    modules = sorted((REPO / "tests").rglob("test_*.py"))
+    checked = 0
+    for path in modules:
+        module = importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts))
+        mutants = getattr(module, "MUTANTS", None)
+        if not isinstance(mutants, dict):
+            continue
+        relative = path.relative_to(REPO).as_posix()
+        cases = {case for t in mutant_tests if t.path == relative for case in t.cases}
+        missing = [name for name in mutants if name != "correct" and not any(name in case for case in cases)]
+        assert not missing, f"{relative}: no test marked mutant runs {missing}"
+        checked += 1
+    assert checked >= 6
+
+
+def test_catalogue_shows_every_layer_and_where_each_test_runs(mutant_tests):
+    tables = verification_catalog.mutant_tables(mutant_tests)
+    for layer in verification_catalog.LAYERS:
+        assert f"**tests/{layer}/**" in tables
+    assert "test_property_catches_kernel_mutant` | `dequant_without_xor`" in tables
+    by_name = {t.function: t for t in mutant_tests}
+    assert by_name["test_property_catches_kernel_mutant"].needs == "GPU"
+    assert by_name["test_checkers_catch_violations"].needs == "nvcc"
+    assert by_name["test_property_rejects_mutant"].needs == ""
+
+
+def test_protocol_and_sass_tables_come_from_the_sources():
+    protocols = verification_catalog.protocol_mutant_tables()
+    assert "| `release_current_stage` | `land in slot` |" in protocols
+    assert "| `owner_never_arrives` | `deadlock` | (not in this build) |" in protocols
+    sass = verification_catalog.sass_contract_table()
+    assert "| `gpu/kernels/w4a8_hopper.cu` | sm_90a | `IGMMA` `UTMALDG` `SYNCS` | `LDL` `STL` |" in sass
+
+
+def test_every_test_the_verification_page_names_exists():
+    page = (REPO / "docs" / "verification.md").read_text()
+    named = set(re.findall(r"`(test_[a-z0-9_]+)`", page))
+    sources = "\n".join(p.read_text() for p in (REPO / "tests").rglob("test_*.py"))
+    missing = sorted(name for name in named if f"def {name}(" not in sources)
+    assert named and not missing, missing
+
+
+def test_an_unmarked_test_named_after_one_is_refused():
+    from . import conftest
+
+    class Item:
+        def __init__(self, name, marked):
+            self.name, self.nodeid, self.marked = name, f"tests/test_x.py::{name}", marked
+
+        def get_closest_marker(self, name):
+            return object() if self.marked and name == "mutant" else None
+
+    conftest.pytest_collection_modifyitems(None, [Item("test_catches_mutant[a]", True), Item("test_other", False)])
+    with pytest.raises(pytest.UsageError, match=r"test_x.py::test_rejects_the_Mutants"):
+        conftest.pytest_collection_modifyitems(None, [Item("test_rejects_the_Mutants", False)])

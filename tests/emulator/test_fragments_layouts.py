@@ -63,6 +63,7 @@ def _swapped_nibbles(packed: PackedWeight) -> PackedWeight:
     return PackedWeight(codes=codes, meta=packed.meta, s1=packed.s1)
 
 
+@pytest.mark.mutant
 def test_mutants_are_caught():
     w = quantize_weight(np.random.default_rng(5).standard_normal((128, 128)).astype(np.float32))
     packed, expected = pack_weight(w), dequantize_int8(w)
@@ -91,6 +92,7 @@ def test_layout_counts_and_banks(reports):
     assert qserve.counts["dequant"] == 8 * (1 + 5)
 
 
+@pytest.mark.mutant
 def test_mutant_swapped_nibbles_layout_is_caught(monkeypatch):
     original = layouts.pack_weight
     monkeypatch.setattr(layouts, "pack_weight", lambda w: _swapped_nibbles(original(w)))

@@ -89,6 +89,7 @@ def test_imad_wraps_at_32_bits_edges(a, b, c):
     assert int(got) == (a * b + c) % 2**32
 
 
+@pytest.mark.mutant
 def test_mutant_imad_without_wrap_is_caught():
     # The fault keeps the bits above 31: the ALU property and the register write-back catch it.
     a, b, c = MASK, 16, 1

@@ -89,12 +89,14 @@ def test_qoq_with_iadd_carries(results):
     assert r.failure_count > 0
 
 
+@pytest.mark.mutant
 def test_mutant_lqq_without_xor_is_caught():
     r = overflow.analyze("lqq", program=overflow.program_for("lqq", rotate=False))
     assert r.carry_count == 0  # it does not carry ...
     assert r.wrong.all()  # ... but every weight is off by 128
 
 
+@pytest.mark.mutant
 def test_mutant_imad_without_wrap_is_caught_by_the_naive_scheme():
     with pytest.raises(RuntimeError, match="more than 32 bits"):
         overflow.analyze("naive", faults=machine.FAULT_IMAD_NO_WRAP)

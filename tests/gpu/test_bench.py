@@ -95,6 +95,7 @@ def floor_property_holds(floor_fn) -> bool:
     return True
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize(
     "floor_fn, correct",
     [(bench.floor_seconds, True), (_floor_min_mutant, False), (_floor_no_meta_mutant, False)],
@@ -151,6 +152,7 @@ def test_rotation_copies_defeat_l2_with_the_fewest_copies(bytes_per_copy, l2_byt
     assert rotation_property_holds(bench.rotation_copies, bytes_per_copy, l2_bytes)
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("mutant", [_rotation_floor_mutant, _rotation_one_copy_mutant])
 def test_rotation_property_catches_the_mutants(mutant):
     sizes = [1_000_000, 33_554_432, 8_912_896, 60_000_000, 100_000_000]
@@ -709,6 +711,7 @@ def test_build_only_reports_each_backend_and_m(monkeypatch, capsys):
     assert "device Fake H100" in out and "0 failures" in out and out.count("bit-exact") == 2
 
 
+@pytest.mark.mutant
 def test_build_only_fails_on_a_one_ulp_error_or_an_exception(monkeypatch, capsys):
     def off_by_one_ulp(X, w, backend):
         y = w4a8_linear(X, w)

@@ -300,6 +300,7 @@ def test_cluster_exchange_instructions(defines, build_dir):
                        for m in mnemonics), name
 
 
+@pytest.mark.mutant
 def test_racecheck_mutant_reads_its_buffer_early(build_dir, tmp_path, monkeypatch):
     """test_hopper_mutants.RACECHECK_MUTANT (the racecheck build with an owner's read before its
     phase-1 wait) compiles, and its extra read survives: each cluster-split kernel of the mutated
@@ -393,6 +394,7 @@ _SYNTHETIC_SASS = """
 """
 
 
+@pytest.mark.mutant
 def test_checkers_catch_violations():
     functions = sass_functions(_SYNTHETIC_SASS)
     assert list(functions) == ["_Z6kernelPi"]

@@ -281,6 +281,7 @@ def test_the_exchange_has_no_race_and_no_deadlock(config):
     assert explore(*config) > 1
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize(("mutant", "build"), [(m, b) for m in sorted(MUTANTS) for b in MUTANTS[m]])
 def test_every_mutant_protocol_is_caught(mutant, build):
     configs = [c for c in CONFIGS if c[3] == build]

@@ -84,6 +84,7 @@ RACECHECK_MUTANT = Mutant(
 RACECHECK_MUTANT_CASES = [("hopper", 16), ("hopper", 64), ("hopper_excp", 16)]  # (variant, n)
 
 
+@pytest.mark.mutant
 def test_each_mutant_edits_the_kernel_once():
     """CPU: every mutant's text occurs exactly once in the kernel source."""
     source = (runtime.KERNELS_DIR / hopper.SOURCE).read_text()
@@ -116,6 +117,7 @@ def _poisoned(shape):
     return np.full(shape, POISON_FP16, np.uint16).view(np.float16)
 
 
+@pytest.mark.mutant
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_property_catches_kernel_mutant(cp, name, tmp_path, monkeypatch):
@@ -141,6 +143,7 @@ def use_mutated_kernels(tmp_path, monkeypatch, mutant: Mutant) -> None:
     monkeypatch.setattr(hopper, "_kernels", {})  # compile the mutant, not the cached kernel
 
 
+@pytest.mark.mutant
 @pytest.mark.gpu
 @pytest.mark.parametrize(("variant", "tokens"), RACECHECK_MUTANT_CASES)
 def test_racecheck_mutant(cp, variant, tokens, tmp_path, monkeypatch):

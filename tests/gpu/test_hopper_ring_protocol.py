@@ -236,6 +236,7 @@ def test_the_ring_protocol_has_no_race_and_no_deadlock(config):
     assert explore(*config) > 1
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_every_mutant_protocol_is_caught(mutant):
     configs = [c for c in CONFIGS if c[3] or mutant != "skip_full_x_wait"]

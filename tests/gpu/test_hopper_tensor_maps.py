@@ -129,6 +129,7 @@ MUTANTS = {
 }
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_wrong_geometries_are_caught(monkeypatch, mutant):
     config, m, n, k = CASES[3]  # n = 64, 2 row blocks, a partial last token tile

@@ -145,6 +145,7 @@ def test_harness_accepts_the_correct_backend():
     run()
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("mutant", [name for name in NUMPY_BACKENDS if name != "correct"])
 def test_property_catches_mutant(mutant):
     # Derandomized, so a mutant caught once is caught on every run. The epilogue-order mutant

@@ -112,6 +112,7 @@ def test_reference_harness_accepts_the_correct_quantizer():
     run()
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("mutant", [name for name in MUTANTS if name != "correct"])
 def test_property_catches_mutant(mutant):
     @settings(max_examples=200, database=None)

@@ -202,15 +202,18 @@ def test_gemm_is_fast():
 # --- the properties reject the mutants ----------------------------------------------------
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("impl", mt.EPILOGUE_MUTANTS, ids=repr)
 def test_epilogue_property_rejects_mutants(impl):
     assert_mutant_rejected(check_epilogue, epilogue_inputs(), impl)
 
 
+@pytest.mark.mutant
 def test_gemm_property_rejects_dequant_without_xor():
     assert_mutant_rejected(check_gemm, w4a8_problems(), mt.NO_XOR)
 
 
+@pytest.mark.mutant
 def test_worst_case_check_rejects_a_float32_matmul():
     with pytest.raises(AssertionError):
         check_int32_matmul_worst_case(mt.MATMUL_FLOAT32)

@@ -232,6 +232,7 @@ MUTANTS = [
 ]
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("name, mutant", MUTANTS, ids=[m.__name__ for _, m in MUTANTS])
 def test_the_reference_check_catches_each_mutant(model, reference, monkeypatch, name, mutant):
     monkeypatch.setattr(minilm, name, mutant)
@@ -361,6 +362,7 @@ class _FakeGpuApi:
 _FAKE_CUPY = types.SimpleNamespace(asarray=np.asarray, asnumpy=np.asarray)
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("flip", [False, True], ids=["faithful", "one-bit-mutant"])
 def test_gpu_path_compares_every_linear_with_the_oracle(model, monkeypatch, flip):
     scheme = SCHEMES["lqq-g64"]

@@ -154,22 +154,26 @@ def test_activation_quantization(X):
 # --- the properties reject the mutants ----------------------------------------------------
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("impl", mt.QUANTIZER_MUTANTS, ids=repr)
 def test_range_property_rejects_quantizer_mutants(impl):
     assert_mutant_rejected(check_weight_invariants, weight_matrices(), impl)
 
 
+@pytest.mark.mutant
 def test_error_bound_property_rejects_level1_limit_127():
     # (the other quantizer mutants keep the error within their own e2; the range check and
     # the exhaustive test catch them)
     assert_mutant_rejected(check_error_bound, weight_matrices(), mt.LEVEL1_LIMIT_127)
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("impl", mt.DEQUANT_MUTANTS, ids=repr)
 def test_dequant_property_rejects_dequant_mutants(impl):
     assert_mutant_rejected(check_dequant_is_q4_s_plus_min, liquidquant_weights(), impl)
 
 
+@pytest.mark.mutant
 def test_activation_property_rejects_floor():
     assert_mutant_rejected(check_activation_quantization, activations(), mt.ACTIVATION_FLOOR)
 
@@ -248,6 +252,7 @@ def test_every_min_max_pair(exhaustive_weight):
     assert max(worst_per_step.values()) == STEP_MAX // 2  # the global worst case, 8
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("impl", mt.QUANTIZER_MUTANTS + mt.DEQUANT_MUTANTS, ids=repr)
 def test_every_min_max_pair_rejects_mutants(impl, exhaustive_weight):
     with pytest.raises(AssertionError):

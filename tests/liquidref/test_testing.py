@@ -178,6 +178,7 @@ def test_assert_bit_exact_passes_equal_bytes_including_nan():
     assert_bit_exact(a, a.copy())
 
 
+@pytest.mark.mutant
 def test_assert_bit_exact_tells_where_and_how_it_differs():
     a = np.array([[1.0, 0.0]], dtype=np.float16)
     b = np.array([[1.0, -0.0]], dtype=np.float16)

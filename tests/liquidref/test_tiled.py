@@ -263,6 +263,7 @@ def run_property(dataflow, packer, schedule=_KERNEL_SCHEDULE):
     prop()
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_property_rejects_mutant(name):
     dataflow, packer = MUTANTS[name]
@@ -326,6 +327,7 @@ SCHEDULE_MUTANTS = {
 }
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("name", list(SCHEDULE_MUTANTS))
 def test_property_rejects_schedule_mutant(name):
     schedule, caught_by = SCHEDULE_MUTANTS[name]

@@ -303,6 +303,7 @@ def _mutant_choosers():
     return {"fewer_waves": fewer_waves, "never": never, "wide_stages": wide_stages}
 
 
+@pytest.mark.mutant
 @pytest.mark.parametrize("name", sorted(_mutant_choosers()))
 def test_three_warpgroup_property_rejects_wrong_rules(name):
     chooser = _mutant_choosers()[name]
