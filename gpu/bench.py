@@ -24,7 +24,8 @@ How it measures (``ARCHITECTURE.md`` section 5; ``docs/performance.md`` explains
 Outputs (``--out``): ``bench.json`` (everything, re-written after each shape so a killed run
 keeps what it measured), ``bench.txt`` (the tables), ``bench.png`` (speed-up over cuBLAS bf16).
 ``--render-docs results.json`` writes the results section of ``docs/performance.md`` from a
-results file; ``--render-summary results.json`` prints the summary. Neither needs a GPU.
+results file; ``--render-summary results.json`` prints the summary. Neither needs a GPU. Both,
+and the text report, end with the targets judged on the run and the ablation (``gpu.targets``).
 ``--build-only`` compiles and checks every backend at every M on a small shape (CuPy only).
 
 Exit status: 0; 1 when one of our backends mismatched the oracle or raised; 2 when the bench
@@ -750,6 +751,13 @@ def render_meta(result: dict) -> str:
     return ", ".join(f"{k} {meta[k]}" for k in keys if meta.get(k))
 
 
+def _targets():
+    """gpu.targets, which builds on this module's tables (imported when a report is rendered)."""
+    from . import targets
+
+    return targets
+
+
 def render_text(result: dict) -> str:
     """The whole text report: meta, ceilings, our table, peer table, status lines, summary."""
     ok_checks = sum(bool(c.get("ok")) for c in result.get("checks", []))
@@ -771,6 +779,9 @@ def render_text(result: dict) -> str:
         "summary (geometric mean over shapes)",
         render_summary(result),
     ]
+    judgement = _targets().report_lines(result)
+    if judgement:
+        parts += ["", *judgement]
     return "\n".join(parts) + "\n"
 
 
@@ -796,6 +807,7 @@ def render_markdown(result: dict, plot_path: str | None = None) -> str:
         "",
         render_summary(result, markdown=True),
         "",
+        *_targets().report_lines(result, markdown=True),
     ]
     if plot_path:
         lines += [f"![Speed-up over cuBLAS bf16 per shape]({plot_path})", ""]
@@ -1598,7 +1610,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.render_summary:
         result = json.loads(Path(args.render_summary).read_text())
-        print("\n".join([render_meta(result), render_ceilings(result), *render_status(result), "", render_summary(result)]))
+        judgement = _targets().report_lines(result)
+        print("\n".join([render_meta(result), render_ceilings(result), *render_status(result), "", render_summary(result),
+                         *([""] + judgement if judgement else [])]))
         return 1 if mismatches(result) or our_errors(result) else 0
     if args.build_only:
         names = [b.strip() for b in args.backends.split(",") if b.strip()]
