@@ -197,7 +197,7 @@ def render_targets(verdicts: list[Verdict], markdown: bool = False) -> str:
                      "-" if worst is None else _case_text(worst, v.target), "; ".join(misses) or "-"])
     if markdown:
         return _table(["target", "from", "verdict", "worst case", "cases that miss it"], rows, markdown=True)
-    return "\n".join(f"{status if status == 'met' else status.upper()}: {text} ({source}); worst {worst}"
+    return "\n".join(f"{status.replace('not met', 'NOT MET')}: {text} ({source}); worst {worst}"
                      + ("" if misses == "-" else f"; misses {misses}")
                      for text, source, status, worst, misses in rows)
 

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import liquidref as lr
-from gpu import api, bench, runtime
+from gpu import api, bench, runtime, targets
 from liquidref.tiled import tiled_gemm
 from liquidref.tiling import DEFAULT_NUM_SMS
 
@@ -210,15 +210,20 @@ if results is not None:
     by_backend = {}
     for row in results["summary"]:
         by_backend.setdefault(row["backend"], {})[row["m"]] = row
-    ablations = {"hopper_qoq_dequant": "the QServe-style dequant (IMUL + vadd4)",
-                 "hopper_excp": "the explicit pipeline (ExCP)"}
-    for ablation, label in ablations.items():
-        if ablation in by_backend and "hopper" in by_backend:
-            ours, other = by_backend["hopper"], by_backend[ablation]
-            slower = [ours[m]["vs"]["cublas_bf16"] / other[m]["vs"]["cublas_bf16"]
-                      for m in ours if m in other]
-            print(f"{label}, backend {ablation}: {min(slower):.2f}x-{max(slower):.2f}x the time "
-                  "of the LiquidGEMM kernel (hopper), over all M")
+
+# %% [markdown]
+# The project's targets are thresholds on these ratios in one run: at decode on the 70B layers,
+# 2.5x cuBLAS bf16 and within 1.3x of the floor; at M = 4096, at least cuBLAS int8's speed; and
+# faster than the portable kernel everywhere (issue 6, with the design card's stricter 1.15x and
+# 1.1x beside them). `gpu.targets` judges each one on the recorded run, case by case, and names
+# the cases that miss it with the time that would have met it. Its last table is the paper's
+# ablation (Figure 13) on this kernel: the time of the QServe-style dequant (`hopper_qoq_dequant`,
+# IMUL + vadd4) and of the explicit three-role pipeline (`hopper_excp`) over the LiquidGEMM
+# kernel's, on the same bytes.
+
+# %%
+if results is not None:
+    print("\n".join(targets.report_lines(results)))
 
 # %% [markdown]
 # The figure draws those ratios against M, with one thin line per shape behind the geometric
