@@ -170,6 +170,18 @@ def _kernel(config: TileConfig, variant: str = "hopper", two_loaders: bool = Fal
     return _kernels[key]
 
 
+def cluster_occupancy(config: TileConfig, sizes: tuple[int, ...] = (1, 2, 3, 4), variant: str = "hopper") -> dict[int, int]:
+    """{cluster size: clusters the device runs at once} for the kernel ``config`` launches
+    (its build, threads and shared memory), in clusters of that many CTAs along the split-K axis
+    (``runtime.max_active_clusters``). Size x count is how many of these CTAs a cluster launch
+    can keep resident: below the SM count, the grouping of SMs into GPCs leaves some idle (the
+    reason ``CLUSTER_SPLIT_K_MAX`` is 2). Needs a Hopper GPU."""
+    kernel = _kernel(config, variant, cluster_split=config.cluster_split)
+    block = ((config.compute_warpgroups + 1) * THREADS_PER_WARPGROUP,)
+    shared = shared_memory_bytes(config, variant)
+    return {size: runtime.max_active_clusters(kernel, block, shared, (1, 1, size)) for size in sizes}
+
+
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(device_id: int) -> int:
     """SM count of a device (read once: ``Device.attributes`` queries every attribute)."""

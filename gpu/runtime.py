@@ -565,6 +565,74 @@ def _launch_kernel_ex():
                                                  ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p))
 
 
+def _occupancy_max_active_clusters():
+    """cuOccupancyMaxActiveClusters from libcuda, or None when the driver has none."""
+    return _driver_function("cuOccupancyMaxActiveClusters", (ctypes.POINTER(ctypes.c_int), ctypes.c_void_p,
+                                                             ctypes.POINTER(_LaunchConfig)))
+
+
+def _launch_config(grid: tuple, block: tuple, shared_mem: int, stream: int | None, programmatic: bool,
+                   cluster: tuple | None):
+    """A CUlaunchConfig with its attributes (returned too: the config points into them)."""
+    attributes = (_LaunchAttribute * 2)()
+    count = 0
+    if programmatic:
+        attributes[count].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        attributes[count].value[0] = 1  # programmaticStreamSerializationAllowed (an int, little-endian)
+        count += 1
+    if cluster:
+        attributes[count].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+        ctypes.memmove(attributes[count].value, (ctypes.c_uint * 3)(*cluster), 12)  # {x, y, z}
+        count += 1
+    config = _LaunchConfig(*grid, *block, shared_mem, stream,
+                           ctypes.cast(attributes, ctypes.POINTER(_LaunchAttribute)), count)
+    return config, attributes
+
+
+def _dims(name: str, dims) -> tuple[int, int, int]:
+    dims = tuple(dims) + (1,) * (3 - len(tuple(dims)))
+    if len(dims) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ValueError(f"{name} must be up to three ints >= 1; got {dims}")
+    return dims
+
+
+def _check_cluster(cluster, grid: tuple[int, int, int]) -> tuple[int, int, int]:
+    cluster = tuple(cluster)
+    if len(cluster) != 3 or any(c < 1 or g % c for c, g in zip(cluster, grid)):
+        raise ValueError(f"cluster must be 3 ints >= 1 dividing the grid {grid}; got {cluster}")
+    return cluster
+
+
+def max_active_clusters(kernel, block, shared_mem: int, cluster: tuple[int, int, int]) -> int:
+    """How many thread block clusters of ``kernel`` the device can run at once
+    (``cuOccupancyMaxActiveClusters``): each of ``cluster`` (x, y, z) CTAs of ``block`` threads
+    and ``shared_mem`` bytes of dynamic shared memory. The kernel's own limits (registers, its
+    maximum dynamic shared memory) count, and so does how the SMs are grouped into GPCs, which
+    is why clusters of four 200 KB CTAs leave SMs unused where clusters of two do not.
+
+    Args:
+        kernel: from ``compile_module(...).get_function`` (its dynamic shared memory limit set).
+        block: the CTA's threads, up to three ints.
+        shared_mem: dynamic shared memory per CTA in bytes.
+        cluster: the cluster's CTAs per dimension.
+
+    Raises:
+        RuntimeError: the driver has no cuOccupancyMaxActiveClusters, or it failed.
+    """
+    cluster = _dims("cluster", cluster)
+    query = _occupancy_max_active_clusters()
+    if query is None:
+        raise RuntimeError("cuOccupancyMaxActiveClusters needs libcuda.so.1 of a CUDA driver >= 12.0")
+    config, _attributes = _launch_config(cluster, _dims("block", block), shared_mem, None, False, cluster)
+    clusters = ctypes.c_int()
+    function = getattr(kernel, "kernel", kernel)  # RawKernel -> its cupy.cuda.Function (CUfunction)
+    status = query(ctypes.byref(clusters), ctypes.c_void_p(function.ptr), ctypes.byref(config))
+    if status != 0:
+        raise RuntimeError(f"cuOccupancyMaxActiveClusters failed with CUresult {status} (cluster {cluster}, "
+                           f"block {block}, {shared_mem} bytes of shared memory)")
+    return clusters.value
+
+
 # --- TMA tensor maps (cuTensorMapEncodeTiled through ctypes) ---------------------------------
 #
 # A CUtensorMap is 128 opaque bytes, 128-byte aligned (cuda.h), that the driver encodes on the
@@ -708,9 +776,7 @@ def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = 
     grid = tuple(grid) + (1,) * (3 - len(grid))
     block = tuple(block) + (1,) * (3 - len(block))
     if cluster is not None:
-        cluster = tuple(cluster)
-        if len(cluster) != 3 or any(c < 1 or g % c for c, g in zip(cluster, grid)):
-            raise ValueError(f"cluster must be 3 ints >= 1 dividing the grid {grid}; got {cluster}")
+        cluster = _check_cluster(cluster, grid)
     tensor_maps = any(isinstance(a, TensorMap) for a in args)
     launch_ex = _launch_kernel_ex() if programmatic or cluster or tensor_maps else None
     if launch_ex is None:
@@ -720,18 +786,8 @@ def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = 
         kernel(grid, block, tuple(args), shared_mem=shared_mem)
         return
     cupy = require_gpu()
-    attributes = (_LaunchAttribute * 2)()
-    count = 0
-    if programmatic:
-        attributes[count].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-        attributes[count].value[0] = 1  # programmaticStreamSerializationAllowed (an int, little-endian)
-        count += 1
-    if cluster:
-        attributes[count].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-        ctypes.memmove(attributes[count].value, (ctypes.c_uint * 3)(*cluster), 12)  # {x, y, z}
-        count += 1
-    config = _LaunchConfig(*grid, *block, shared_mem, cupy.cuda.get_current_stream().ptr,
-                           ctypes.cast(attributes, ctypes.POINTER(_LaunchAttribute)), count)
+    config, _attributes = _launch_config(grid, block, shared_mem, cupy.cuda.get_current_stream().ptr,
+                                         programmatic, cluster)
     holders = [_kernel_argument(a) for a in args]
     params = (ctypes.c_void_p * len(holders))(
         *[h.address if isinstance(h, TensorMap) else ctypes.addressof(h) for h in holders])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One command on the GPU machine: install, versions, build, GPU tests, (sanitizer), benchmark,
-# then a short summary printed LAST. Run it from anywhere; it works in the repository root.
+# One command on the GPU machine: install, versions, build, cluster occupancy, GPU tests,
+# (sanitizer), benchmark, then a short summary printed LAST. Run it from anywhere; it works in the repository root.
 #
 #   bash scripts/gpu_session.sh                          # everything (at most ~9.5 minutes)
 #   BENCH_ARGS="--quick" bash scripts/gpu_session.sh     # a 1-2 minute benchmark instead
@@ -149,6 +149,17 @@ if timed_out "$rc"; then
   say "$HUNG"
 fi
 
+# --- 3b. cluster occupancy: information for the summary, never a failed step --------------------
+OCCUPANCY="not queried"
+if [ -z "$HUNG" ]; then
+  say "=== cluster occupancy (scripts/cluster_occupancy.py)"
+  if logged "$LOG" 90 "$PY" scripts/cluster_occupancy.py; then
+    OCCUPANCY="$LAST_LINE"
+  else
+    OCCUPANCY="the query failed (session.log): $LAST_LINE"
+  fi
+fi
+
 # --- 4. GPU property tests -------------------------------------------------------------------
 if [ "${SKIP_TESTS:-0}" = "1" ]; then
   skip_step tests "SKIP_TESTS=1"
@@ -291,6 +302,7 @@ fi
   echo "==================== liquidref GPU session ===================="
   echo "device: $DEVICE"
   echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC'), ${SECONDS} s"
+  echo "$OCCUPANCY"
   printf '%-9s %-20s %5s  %s\n' step status sec detail
   for entry in "${STEPS[@]}"; do
     IFS='|' read -r name status seconds detail <<<"$entry"

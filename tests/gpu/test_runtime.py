@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -334,3 +335,37 @@ def test_kernel_argument_values():
     assert runtime._kernel_argument(np.float32(0.5)).value == 0.5
     tensor_map = runtime.TensorMap()
     assert runtime._kernel_argument(tensor_map) is tensor_map
+
+
+def test_max_active_clusters_asks_the_driver_for_one_cluster(monkeypatch):
+    """cuOccupancyMaxActiveClusters gets the kernel's CUfunction and a launch config of one
+    cluster (grid = cluster dims) with the cluster attribute; its count is returned, a failure
+    raised (a fake driver function: no GPU needed)."""
+    import ctypes
+
+    seen = {}
+
+    def fake_query(count, function, config):
+        config = config._obj  # the CUlaunchConfig behind byref
+        attribute = config.attrs[0]
+        seen.update(function=function.value, grid=(config.gridDimX, config.gridDimY, config.gridDimZ),
+                    block=(config.blockDimX, config.blockDimY, config.blockDimZ), shared=config.sharedMemBytes,
+                    attrs=config.numAttrs, id=attribute.id,
+                    dims=tuple((ctypes.c_uint * 3).from_buffer_copy(bytes(attribute.value[:12]))))
+        count._obj.value = 42
+        return 0
+
+    monkeypatch.setattr(runtime, "_occupancy_max_active_clusters", lambda: fake_query)
+    kernel = types.SimpleNamespace(ptr=0x1234)
+    assert runtime.max_active_clusters(kernel, (384,), 200_000, (1, 1, 3)) == 42
+    assert seen == {"function": 0x1234, "grid": (1, 1, 3), "block": (384, 1, 1), "shared": 200_000, "attrs": 1,
+                    "id": runtime.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, "dims": (1, 1, 3)}
+
+    monkeypatch.setattr(runtime, "_occupancy_max_active_clusters", lambda: lambda *args: 1)
+    with pytest.raises(RuntimeError, match="failed with CUresult 1"):
+        runtime.max_active_clusters(kernel, (384,), 200_000, (1, 1, 2))
+    monkeypatch.setattr(runtime, "_occupancy_max_active_clusters", lambda: None)
+    with pytest.raises(RuntimeError, match="needs libcuda"):
+        runtime.max_active_clusters(kernel, (384,), 200_000, (1, 1, 2))
+    with pytest.raises(ValueError, match="cluster must be"):
+        runtime.max_active_clusters(kernel, (384,), 200_000, (1, 0, 2))
