@@ -232,18 +232,6 @@ def test_split_k_runs_as_clusters(hopper_gpu, monkeypatch, tokens):
     assert clusters == [(1, 1, 2), None, None, (1, 1, 2), None]
 
 
-def test_cluster_occupancy_fills_the_sms_one_cta_each(hopper_gpu):
-    """The configuration of 70B o at M = 64 (one ~200 KB CTA per SM) keeps one CTA on every SM
-    without clusters, and at most one on each in clusters of 2 (scripts/cluster_occupancy.py
-    prints the counts of every size)."""
-    sms = hopper._multiprocessors(hopper_gpu.cuda.Device().id)
-    config = liquidref.choose_tile_config(64, 8192, 8192, sms)
-    assert config.cluster_split
-    counts = hopper.cluster_occupancy(config, sizes=(1, 2))
-    assert counts[1] == sms
-    assert 1 <= counts[2] and 2 * counts[2] <= sms
-
-
 def test_torch_tensors_in_and_out(hopper_gpu, torch_cuda):
     rng = np.random.default_rng(3)
     W = rng.standard_normal((128, 512)).astype(np.float16)

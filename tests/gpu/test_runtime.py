@@ -369,3 +369,22 @@ def test_max_active_clusters_asks_the_driver_for_one_cluster(monkeypatch):
         runtime.max_active_clusters(kernel, (384,), 200_000, (1, 1, 2))
     with pytest.raises(ValueError, match="cluster must be"):
         runtime.max_active_clusters(kernel, (384,), 200_000, (1, 0, 2))
+
+
+@pytest.mark.gpu
+def test_cluster_occupancy_of_the_hopper_kernel(cp):
+    """Last in this module (a failure under the session's -x stops no other GPU test): the
+    configuration of 70B o at M = 64 (one ~200 KB CTA per SM) keeps one CTA on every SM
+    without clusters, and at most one on each in clusters of 2 (scripts/cluster_occupancy.py
+    prints the counts of every size)."""
+    from gpu import hopper
+    from liquidref.tiling import choose_tile_config
+
+    if not hopper.is_available():
+        pytest.skip("the Hopper kernel needs an sm_90 GPU")
+    sms = hopper._multiprocessors(cp.cuda.Device().id)
+    config = choose_tile_config(64, 8192, 8192, sms)
+    assert config.cluster_split
+    counts = hopper.cluster_occupancy(config, sizes=(1, 2))
+    assert counts[1] == sms
+    assert 1 <= counts[2] and 2 * counts[2] <= sms
