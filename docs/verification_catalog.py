@@ -15,6 +15,7 @@ whole test suite).
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -56,7 +57,7 @@ class _Collector:
             needs = "GPU" if item.get_closest_marker("gpu") else "nvcc" if "nvcc" in skip_reasons else ""
             path, _, name = item.nodeid.partition("::")
             function, _, case = name.partition("[")
-            doc = " ".join((getattr(item, "obj", None).__doc__ or "").split())
+            doc = " ".join((inspect.getdoc(item.obj) or "").split()) if hasattr(item, "obj") else ""
             summary = doc.split(". ")[0].rstrip(".") + "." if doc else ""
             self.items.append({"path": path, "function": function, "case": case[:-1], "needs": needs,
                                "summary": summary})

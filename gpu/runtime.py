@@ -589,11 +589,10 @@ def _launch_config(grid: tuple, block: tuple, shared_mem: int, stream: int | Non
     return config, attributes
 
 
-def _dims(name: str, dims) -> tuple[int, int, int]:
-    dims = tuple(dims) + (1,) * (3 - len(tuple(dims)))
-    if len(dims) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-        raise ValueError(f"{name} must be up to three ints >= 1; got {dims}")
-    return dims
+def _dim3(dims) -> tuple[int, ...]:
+    """Up to three launch dimensions, padded with 1s (CUDA's dim3)."""
+    dims = tuple(dims)
+    return dims + (1,) * (3 - len(dims))
 
 
 def _check_cluster(cluster, grid: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -614,16 +613,16 @@ def max_active_clusters(kernel, block, shared_mem: int, cluster: tuple[int, int,
         kernel: from ``compile_module(...).get_function`` (its dynamic shared memory limit set).
         block: the CTA's threads, up to three ints.
         shared_mem: dynamic shared memory per CTA in bytes.
-        cluster: the cluster's CTAs per dimension.
+        cluster: the cluster's CTAs (x, y, z), each >= 1.
 
     Raises:
         RuntimeError: the driver has no cuOccupancyMaxActiveClusters, or it failed.
     """
-    cluster = _dims("cluster", cluster)
+    cluster = _check_cluster(cluster, tuple(cluster))  # the query's grid is one cluster
     query = _occupancy_max_active_clusters()
     if query is None:
         raise RuntimeError("cuOccupancyMaxActiveClusters needs libcuda.so.1 of a CUDA driver >= 12.0")
-    config, _attributes = _launch_config(cluster, _dims("block", block), shared_mem, None, False, cluster)
+    config, _attributes = _launch_config(cluster, _dim3(block), shared_mem, None, False, cluster)
     clusters = ctypes.c_int()
     function = getattr(kernel, "kernel", kernel)  # RawKernel -> its cupy.cuda.Function (CUfunction)
     status = query(ctypes.byref(clusters), ctypes.c_void_p(function.ptr), ctypes.byref(config))
@@ -773,8 +772,7 @@ def launch(kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = 
         cluster: thread block cluster dimensions (x, y, z), each dividing the grid's; None: no
             clusters. Needs cuLaunchKernelEx (raises ``RuntimeError`` without it).
     """
-    grid = tuple(grid) + (1,) * (3 - len(grid))
-    block = tuple(block) + (1,) * (3 - len(block))
+    grid, block = _dim3(grid), _dim3(block)
     if cluster is not None:
         cluster = _check_cluster(cluster, grid)
     tensor_maps = any(isinstance(a, TensorMap) for a in args)

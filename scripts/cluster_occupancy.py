@@ -4,7 +4,8 @@ For the configurations the tile chooser picks for two decode shapes (70B qkv and
 prints the clusters of 1-4 CTAs (along the split-K axis) the device can keep resident, from
 ``cuOccupancyMaxActiveClusters`` (``gpu.hopper.cluster_occupancy``). It launches nothing. The
 answer decides which cluster sizes a schedule can use in one wave: the tuning log found
-clusters of four 200 KB CTAs slower because not all of them fit at once. The last line sums up.
+clusters of four 200 KB CTAs slower because not all of them fit at once. The last line sums
+up both shapes (the GPU session's summary shows it).
 
     python scripts/cluster_occupancy.py
 """
@@ -25,8 +26,8 @@ def main() -> int:
         return 2
     import cupy
 
-    sms = cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, cupy.cuda.Device().id)
-    last = ""
+    sms = hopper._multiprocessors(cupy.cuda.Device().id)
+    summary = []
     for label, (m, n, k) in SHAPES.items():
         config = choose_tile_config(m, n, k, sms)
         counts = hopper.cluster_occupancy(config)
@@ -34,8 +35,10 @@ def main() -> int:
         print(f"{label}: {config}, {shared_kb:.0f} KB of shared memory a CTA")
         for size, clusters in counts.items():
             print(f"  clusters of {size}: {clusters} at once = {size * clusters} CTAs on {sms} SMs")
-        last = f"{label}: " + ", ".join(f"{size} x {c} = {size * c}" for size, c in counts.items())
-    print(f"cluster occupancy ({sms} SMs; size x clusters at once = CTAs) {last}")
+        summary.append(f"{label} " + "/".join(map(str, counts.values())))
+    # one short line (the session's summary keeps 150 characters of it)
+    sizes = "/".join(map(str, counts))
+    print(f"cluster occupancy, clusters of {sizes} CTAs at once ({sms} SMs): " + "; ".join(summary))
     return 0
 
 

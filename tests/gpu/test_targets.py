@@ -137,7 +137,7 @@ def _judge_ignoring_unmeasured(result):
 
 def _judge_floor_inverted(result):
     inverted = lambda r, times: None if not r.get("floor_us") else r["floor_us"] / r["time_us"]  # noqa: E731
-    swapped = tuple(dataclasses.replace(t, ratio=inverted) if t.unit != "x" else t for t in targets.TARGETS)
+    swapped = tuple(dataclasses.replace(t, ratio=inverted) if t.at_most else t for t in targets.TARGETS)
     return targets.judge(result, swapped)
 
 
